@@ -1,0 +1,160 @@
+"""The configuration of one run: a frozen dataclass saved whole to ``config.json``.
+
+Flags live only in the command modules (`cml_tf.train`); they build a `Config`. Library code and experiment
+runners build one directly: ``Config(dataset="citeulike", data_path=..., sampler="uniform", batch_size=4096)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+# Paper defaults (Tran et al. 2019, section 5): d=128, α=1, Adam lr 1e-4, C=2000, β=1, λ_g by |N_ij|.
+PAPER_GOR_WEIGHT = {1: 0.01, 2: 0.01}
+PAPER_GOR_WEIGHT_OTHER = 0.001
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything that determines a run's result (and where it is written).
+
+    Data: ``dataset``, ``data_path``, ``dataset_options`` (loader filters), ``split`` ('kfold' | 'original'),
+    ``num_folds``, ``fold``, ``valid_fraction``.
+    Model: ``embedding_dim``, ``geometry`` ('sphere' | 'ball'), ``margin``, ``gor_weight`` (None = the paper's value
+    for ``num_negatives``), ``use_rank_weight``, ``cov_loss_weight``, ``init_stddev``, CML+F ``features``
+    ('tags' for citeulike-t) and its settings.
+    Sampling: ``sampler``, ``batch_size``, ``num_negatives``, ``num_candidates``, ``beta``, ``popularity_smoothing``.
+    Optimisation: ``optimizer``, ``learning_rate``, ``sparse_updates`` (lazy row-sparse optimizer; False = Keras'
+    exact dense one), ``epochs`` (over training pairs) or ``max_steps`` (wins when set).
+    Evaluation: ``eval_every`` steps, ``eval_users`` (a seeded sample of validation users; None = all), ``k``,
+    ``early_stopping_patience`` (evaluations without improvement of validation NDCG@k; 0 = never stop early).
+    """
+
+    # data
+    dataset: str = "synthetic"
+    data_path: str | None = None
+    dataset_options: dict = dataclasses.field(default_factory=dict)
+    split: str = "kfold"
+    num_folds: int = 4
+    fold: int = 0
+    valid_fraction: float = 0.1
+    # model
+    embedding_dim: int = 128
+    geometry: str = "sphere"
+    margin: float = 1.0
+    gor_weight: float | None = None
+    use_rank_weight: bool = False
+    cov_loss_weight: float = 0.0
+    init_stddev: float | None = None
+    features: str | None = None
+    feature_min_count: int = 5
+    feature_l2_reg: float = 0.1
+    feature_hidden_dim: int = 512
+    feature_dropout: float = 0.3
+    feature_scale: float = 0.5
+    # sampling
+    sampler: str = "2stage"
+    batch_size: int = 256
+    num_negatives: int = 1
+    num_candidates: int = 2000
+    beta: float = 1.0
+    popularity_smoothing: float = 1.0
+    # optimisation
+    optimizer: str = "adam"
+    learning_rate: float = 1e-4
+    sparse_updates: bool = True
+    epochs: float = 20.0
+    max_steps: int | None = None
+    # evaluation
+    eval_every: int = 1000
+    eval_users: int | None = None
+    k: int = 50
+    early_stopping_patience: int = 0
+    seed: int = 0
+    # distribution
+    strategy: str = "default"
+
+    def resolved(self) -> Config:
+        """The config with derived defaults filled in (what is saved and run)."""
+        gor = self.gor_weight
+        if gor is None:
+            gor = PAPER_GOR_WEIGHT.get(self.num_negatives, PAPER_GOR_WEIGHT_OTHER)
+        return dataclasses.replace(self, gor_weight=float(gor), dataset_options=dict(self.dataset_options))
+
+    def validate(self) -> None:
+        """Raises ValueError naming the flag for values that can never work (before any data is read)."""
+        checks = [
+            (self.batch_size > 0, f"--batch_size must be positive, got {self.batch_size}"),
+            (self.num_negatives > 0, f"--num_negatives must be positive, got {self.num_negatives}"),
+            (self.num_candidates > 0, f"--num_candidates must be positive, got {self.num_candidates}"),
+            (
+                self.sampler != "2stage" or self.num_negatives <= self.num_candidates,
+                f"--num_negatives={self.num_negatives} exceeds --num_candidates={self.num_candidates}",
+            ),
+            (self.sampler in ("uniform", "popular", "2stage"), f"--sampler: unknown sampler {self.sampler!r}; "
+             "expected one of uniform, popular, 2stage"),
+            (self.geometry in ("sphere", "ball"), f"--geometry: unknown {self.geometry!r}; expected sphere or ball"),
+            (self.optimizer in ("adam", "adagrad", "sgd"), f"--optimizer: unknown {self.optimizer!r}; "
+             "expected adam, adagrad or sgd"),
+            (self.split in ("kfold", "original"), f"--split: unknown {self.split!r}; expected kfold or original"),
+            (self.embedding_dim > 0, f"--embedding_dim must be positive, got {self.embedding_dim}"),
+            (self.margin >= 0, f"--margin must be >= 0, got {self.margin}"),
+            (self.learning_rate > 0, f"--learning_rate must be positive, got {self.learning_rate}"),
+            (self.beta >= 0, f"--beta must be >= 0, got {self.beta}"),
+            (self.gor_weight is None or self.gor_weight >= 0, f"--gor_weight must be >= 0, got {self.gor_weight}"),
+            (self.num_folds >= 2, f"--num_folds must be >= 2, got {self.num_folds}"),
+            (0 <= self.fold < self.num_folds, f"--fold must be in [0, {self.num_folds}), got {self.fold}"),
+            (0 <= self.valid_fraction < 1, f"--valid_fraction must be in [0, 1), got {self.valid_fraction}"),
+            (self.epochs > 0, f"--epochs must be positive, got {self.epochs}"),
+            (self.max_steps is None or self.max_steps > 0, f"--max_steps must be positive, got {self.max_steps}"),
+            (self.eval_every > 0, f"--eval_every must be positive, got {self.eval_every}"),
+            (self.eval_users is None or self.eval_users > 0, f"--eval_users must be positive, got {self.eval_users}"),
+            (self.k > 0, f"--k must be positive, got {self.k}"),
+            (self.early_stopping_patience >= 0, "--early_stopping_patience must be >= 0"),
+            (self.cov_loss_weight >= 0, f"--cov_loss_weight must be >= 0, got {self.cov_loss_weight}"),
+            (self.features in (None, "tags"), f"--features: unknown {self.features!r}; expected tags or none"),
+            (self.strategy in ("default", "mirrored", "multi_worker"), f"--strategy: unknown {self.strategy!r}; "
+             "expected default, mirrored or multi_worker"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Config:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(unknown)}")
+        return cls(**d)
+
+    @classmethod
+    def load(cls, path: str) -> Config:
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's setting (Tran et al. 2019): the dataclass defaults.
+    "paper": {},
+    # CollMetric's CML.py on citeulike-t: unit ball, WARP, AdaGrad 0.1, margin 1.9, 20 uniform negatives, d=100,
+    # the original 3:1:1 split (seed 1). Recall@50 on sampled validation users.
+    "collmetric": {
+        "geometry": "ball",
+        "use_rank_weight": True,
+        "optimizer": "adagrad",
+        "learning_rate": 0.1,
+        "margin": 1.9,
+        "sampler": "uniform",
+        "num_negatives": 20,
+        "embedding_dim": 100,
+        "split": "original",
+        "gor_weight": 0.0,
+        "batch_size": 50000,
+        "seed": 1,
+    },
+}

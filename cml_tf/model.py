@@ -1,0 +1,274 @@
+"""The CML Keras model: user/item embedding tables, geometry, the training step and scoring.
+
+Geometry (``geometry``):
+* ``sphere`` (Tran et al. 2019): every looked-up row is L2-normalised (``keras.layers.UnitNormalization``), so
+  users and items live on the unit sphere and the 2-stage sampler's density argument holds.
+* ``ball`` (Hsieh et al. 2017, CollMetric): raw rows, clipped to norm <= 1 after every update — by the lazy
+  optimizer on the touched rows, or by a ``MaxNorm(axis=1)`` constraint on the whole table with a dense optimizer.
+
+The training step (one ``tf.function``): look up the batch, run stage 2 of the 2-stage sampler on the CURRENT item
+embeddings when the batch carries candidates, compute the loss terms from `cml_tf.losses`, apply the gradients.
+Only the looked-up rows get gradients (``tf.IndexedSlices``), so with the lazy optimizers a step costs O(batch).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import scipy.sparse as sp
+import tensorflow as tf
+
+from cml_tf import losses as L
+from cml_tf.samplers import two_stage_select
+
+GEOMETRIES = ("sphere", "ball")
+
+
+class ItemFeatureProjection(keras.layers.Layer):
+    """CML+F: an MLP mapping (sparse) item features into the embedding space, as CollMetric's CML.py does.
+
+    ``f(x) = clip_by_norm(W2 · dropout(relu(W1 x + b1)) + b2, 1) · scale``.
+
+    Args:
+        features: [n_items, F] scipy sparse (or dense) item features, e.g. citeulike-t tags.
+        embedding_dim: d.
+        hidden_dim: hidden units (CollMetric: 512 in its citeulike example).
+        dropout: dropout rate on the hidden layer.
+        scale: ``feature_projection_scaling_factor``.
+        seed: initialiser/dropout seed.
+    """
+
+    def __init__(self, features, embedding_dim, hidden_dim=512, dropout=0.3, scale=0.5, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        coo = sp.coo_matrix(features, dtype=np.float32)
+        self.features = tf.sparse.reorder(
+            tf.SparseTensor(np.stack([coo.row, coo.col], 1).astype(np.int64), coo.data, coo.shape)
+        )
+        self.scale = float(scale)
+        self.hidden = keras.layers.Dense(
+            hidden_dim, activation="relu", kernel_initializer=keras.initializers.GlorotUniform(seed)
+        )
+        self.hidden.build((None, coo.shape[1]))
+        self.dropout = keras.layers.Dropout(dropout, seed=seed)
+        self.out = keras.layers.Dense(embedding_dim, kernel_initializer=keras.initializers.GlorotUniform(seed + 1))
+        self.out.build((None, hidden_dim))
+
+    def call(self, training=False):
+        """Returns [n_items, d] projections of every item."""
+        h = tf.sparse.sparse_dense_matmul(self.features, self.hidden.kernel) + self.hidden.bias
+        h = self.dropout(tf.nn.relu(h), training=training)
+        return tf.clip_by_norm(self.out(h), 1.0, axes=[1]) * self.scale
+
+
+class CML(keras.Model):
+    """Collaborative Metric Learning.
+
+    Args:
+        n_users: number of users.
+        n_items: number of items.
+        embedding_dim: d.
+        geometry: 'sphere' or 'ball'.
+        margin: hinge margin α.
+        num_negatives: |N_ij| drawn by stage 2 when batches carry candidates.
+        gor_weight: λ_g of Global Orthogonal Regularisation (0 disables).
+        use_rank_weight: CollMetric's WARP weight log(rank + 1).
+        cov_loss_weight: weight of the covariance loss (0 disables; it reads both whole tables: O(catalog)).
+        init_stddev: std of the normal initialiser; default 1/sqrt(d) as CollMetric.
+        dense_constraint: ball geometry with a dense optimizer: clip whole tables with ``MaxNorm`` after each step.
+            Leave False with the lazy optimizers, which clip touched rows themselves.
+        item_features: optional [n_items, F] scipy sparse features for CML+F.
+        feature_l2_reg: weight of the CML+F feature loss.
+        feature_hidden_dim, feature_dropout, feature_scale: CML+F MLP settings.
+        seed: initialiser and sampling seed.
+    """
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        embedding_dim: int = 128,
+        geometry: str = "sphere",
+        margin: float = 1.0,
+        num_negatives: int = 1,
+        gor_weight: float = 0.0,
+        use_rank_weight: bool = False,
+        cov_loss_weight: float = 0.0,
+        init_stddev: float | None = None,
+        dense_constraint: bool = False,
+        item_features=None,
+        feature_l2_reg: float = 0.1,
+        feature_hidden_dim: int = 512,
+        feature_dropout: float = 0.3,
+        feature_scale: float = 0.5,
+        seed: int = 0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if geometry not in GEOMETRIES:
+            raise ValueError(f"--geometry: unknown geometry {geometry!r}; expected one of {', '.join(GEOMETRIES)}")
+        self.n_users, self.n_items, self.embedding_dim = int(n_users), int(n_items), int(embedding_dim)
+        self.geometry = geometry
+        self.margin = float(margin)
+        self.num_negatives = int(num_negatives)
+        self.gor_weight = float(gor_weight)
+        self.use_rank_weight = bool(use_rank_weight)
+        self.cov_loss_weight = float(cov_loss_weight)
+        self.feature_l2_reg = float(feature_l2_reg)
+        self.seed = int(seed)
+        stddev = init_stddev if init_stddev is not None else 1.0 / np.sqrt(embedding_dim)
+        constraint = keras.constraints.MaxNorm(1.0, axis=1) if (geometry == "ball" and dense_constraint) else None
+        self.user_embedding = keras.layers.Embedding(
+            self.n_users,
+            self.embedding_dim,
+            embeddings_initializer=keras.initializers.RandomNormal(stddev=stddev, seed=self.seed),
+            embeddings_constraint=constraint,
+            name="user_embedding",
+        )
+        self.item_embedding = keras.layers.Embedding(
+            self.n_items,
+            self.embedding_dim,
+            embeddings_initializer=keras.initializers.RandomNormal(stddev=stddev, seed=self.seed + 1),
+            embeddings_constraint=constraint,
+            name="item_embedding",
+        )
+        self.user_embedding.build((None,))
+        self.item_embedding.build((None,))
+        self.normalize = keras.layers.UnitNormalization(axis=-1) if geometry == "sphere" else None
+        self.feature_projection = (
+            ItemFeatureProjection(
+                item_features, self.embedding_dim, feature_hidden_dim, feature_dropout, feature_scale, seed=self.seed
+            )
+            if item_features is not None
+            else None
+        )
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.hinge_tracker = keras.metrics.Mean(name="hinge")
+        self.gor_tracker = keras.metrics.Mean(name="gor")
+
+    # ----------------------------------------------------------------------------------------------- geometry
+    def _geometry(self, x):
+        return self.normalize(x) if self.normalize is not None else x
+
+    @staticmethod
+    def _lookup(layer: keras.layers.Embedding, ids):
+        """Rows of an Embedding layer's table by a resource gather on the variable itself.
+
+        ``Embedding.__call__`` (``ops.take``) first converts the whole table to a tensor, an O(catalog) copy per
+        step; gathering from the ``tf.Variable`` reads only the rows and yields ``IndexedSlices`` gradients.
+        """
+        return tf.gather(layer.embeddings.value, ids)
+
+    def user_vectors(self, users):
+        """users: [...] int ids -> [..., d] vectors in the model's geometry."""
+        return self._geometry(self._lookup(self.user_embedding, users))
+
+    def item_vectors(self, items):
+        """items: [...] int ids -> [..., d] vectors in the model's geometry."""
+        return self._geometry(self._lookup(self.item_embedding, items))
+
+    def embeddings(self) -> tuple[tf.Tensor, tf.Tensor]:
+        """Both whole tables in the model's geometry: ([n_users, d], [n_items, d])."""
+        return self._geometry(self.user_embedding.embeddings), self._geometry(self.item_embedding.embeddings)
+
+    def call(self, inputs):
+        """Scores ``−D²(u, v)`` for pairs.
+
+        Args:
+            inputs: dict with ``users`` [batch] and ``items`` [batch] (or [batch, n]) int ids.
+
+        Returns:
+            [batch] (or [batch, n]) float scores; higher is closer.
+        """
+        return -L.squared_distances(self.user_vectors(inputs["users"]), self.item_vectors(inputs["items"]))
+
+    # ----------------------------------------------------------------------------------------------- training
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.hinge_tracker, self.gor_tracker]
+
+    def _step_seed(self):
+        replica = tf.distribute.get_replica_context()
+        replica_id = replica.replica_id_in_sync_group if replica is not None else 0
+        step = tf.cast(self.optimizer.iterations, tf.int64)
+        return tf.stack([tf.constant(self.seed, tf.int64), step * 1024 + tf.cast(replica_id, tf.int64)])
+
+    def select_negatives(self, data) -> tf.Tensor:
+        """The batch's negatives [B, N] int32: given by the pipeline, or drawn by stage 2 on current embeddings."""
+        if "negatives" in data:
+            return data["negatives"]
+        candidates = data["candidates"]
+        positive_vectors = tf.stop_gradient(self.item_vectors(data["positives"]))
+        candidate_vectors = tf.stop_gradient(self.item_vectors(candidates))
+        picked = two_stage_select(
+            positive_vectors,
+            candidate_vectors,
+            data["candidate_is_positive"],
+            self.num_negatives,
+            self._step_seed(),
+        )
+        return tf.gather(candidates, picked)
+
+    def compute_losses(self, users, positives, negatives, training=True) -> dict:
+        """All loss terms for a batch, as a dict of scalars (``total`` is what is minimised).
+
+        Args:
+            users: [B] int; positives: [B] int; negatives: [B, N] int.
+        """
+        u = self.user_vectors(users)
+        p = self.item_vectors(positives)
+        n = self.item_vectors(negatives)
+        d_pos = L.squared_distances(u, p)
+        d_neg = L.squared_distances(u, n)
+        per_pair = L.triplet_hinge(d_pos, d_neg, self.margin)
+        if self.use_rank_weight:
+            per_pair = per_pair * L.warp_rank_weight(d_pos, d_neg, self.margin, self.n_items)
+        hinge = tf.reduce_sum(per_pair)
+        # Terms that are means (not sums over the batch) are divided by the number of replicas: Keras sums the
+        # replicas' gradients, so the global objective is Σ_replicas hinge + λ·mean-term, whatever the replicas.
+        replicas = tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, hinge.dtype)
+        gor = L.global_orthogonal_regularization(p, n) if self.gor_weight > 0 else tf.constant(0.0)
+        total = hinge + self.gor_weight * gor / replicas
+        if self.cov_loss_weight > 0:
+            all_u, all_v = self.embeddings()
+            total += self.cov_loss_weight * L.covariance_loss(tf.concat([all_v, all_u], axis=0)) / replicas
+        if self.feature_projection is not None:
+            projections = self.feature_projection(training=training)
+            total += self.feature_l2_reg * L.feature_loss(self.embeddings()[1], projections) / replicas
+        return {"total": total, "hinge": hinge, "gor": gor}
+
+    def train_step(self, data):
+        users, positives = data["users"], data["positives"]
+        negatives = self.select_negatives(data)
+        with tf.GradientTape() as tape:
+            terms = self.compute_losses(users, positives, negatives, training=True)
+        variables = self.trainable_variables
+        gradients = tape.gradient(terms["total"], variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        batch = tf.cast(tf.shape(users)[0], terms["total"].dtype)
+        self.loss_tracker.update_state(terms["total"] / batch)
+        self.hinge_tracker.update_state(terms["hinge"] / batch)
+        self.gor_tracker.update_state(terms["gor"])
+        return {m.name: m.result() for m in self.metrics}
+
+    def test_step(self, data):
+        users, positives = data["users"], data["positives"]
+        terms = self.compute_losses(users, positives, self.select_negatives(data), training=False)
+        batch = tf.cast(tf.shape(users)[0], terms["total"].dtype)
+        self.loss_tracker.update_state(terms["total"] / batch)
+        self.hinge_tracker.update_state(terms["hinge"] / batch)
+        self.gor_tracker.update_state(terms["gor"])
+        return {m.name: m.result() for m in self.metrics}
+
+    def get_config(self):
+        return {
+            "n_users": self.n_users,
+            "n_items": self.n_items,
+            "embedding_dim": self.embedding_dim,
+            "geometry": self.geometry,
+            "margin": self.margin,
+            "num_negatives": self.num_negatives,
+            "gor_weight": self.gor_weight,
+            "use_rank_weight": self.use_rank_weight,
+            "cov_loss_weight": self.cov_loss_weight,
+            "seed": self.seed,
+        }

@@ -1,0 +1,416 @@
+"""One training run, end to end: data -> split -> tf.data -> `CML.fit` with callbacks -> evaluation -> run dir.
+
+`train(config, model_dir)` is what `python -m cml_tf.train` calls after parsing flags, and what the experiment
+runners call directly. The run directory holds::
+
+    config.json      the resolved `Config`, whole
+    metrics.csv      one row per validation evaluation: step, epoch, loss, hinge, gor, <metric>@k..., mmr,
+                     pairs_per_sec (over the steps since the previous row), train_seconds (cumulative)
+    checkpoints/     TensorFlow checkpoints of model + optimizer at every evaluation (resume point)
+    best/            the checkpoint with the best validation NDCG@k
+    tensorboard/     TensorBoard logs
+    embeddings/      user_embeddings.npy, item_embeddings.npy (best model, in its geometry), user_ids.npy,
+                     item_ids.npy
+    results.json     test metrics of the best model, train_seconds, best_step, validation metrics
+
+Every file is written atomically. Running the same command again resumes from the last checkpoint (the batch
+stream is a pure function of the step, so the resumed run sees the batches the uninterrupted one would have); a
+finished run (results.json present) is not trained again.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import time
+
+import keras
+import numpy as np
+import scipy.sparse as sp
+import tensorflow as tf
+
+from cml_tf import datasets
+from cml_tf.config import Config
+from cml_tf.evaluation import Evaluator
+from cml_tf.interactions import Interactions
+from cml_tf.io import save_npy_atomic, write_json_atomic, write_text_atomic
+from cml_tf.model import CML
+from cml_tf.optimizers import make_optimizer
+from cml_tf.pipeline import SamplerSpec, TrainingStream
+from cml_tf.splits import Split, make_split
+
+log = logging.getLogger("cml_tf")
+
+METRIC_NAMES = ("map", "ndcg", "recall", "precision")
+
+
+class RunError(RuntimeError):
+    """A run directory that cannot be used as asked (e.g. it holds a different config)."""
+
+
+# --------------------------------------------------------------------------------------------------- data
+def load_data(config: Config, **load_kwargs) -> tuple[Interactions, Split]:
+    """Loads the data set named by the config and splits it as the config says.
+
+    Args:
+        config: the run's config.
+        **load_kwargs: passed to `cml_tf.datasets.load` (``cache_dir``, ``use_cache``).
+    """
+    interactions = datasets.load(config.dataset, config.data_path, **load_kwargs, **config.dataset_options)
+    return interactions, split_data(config, interactions)
+
+
+def split_data(config: Config, interactions: Interactions) -> Split:
+    """The config's split of the interactions, validated."""
+    if config.split == "kfold":
+        split = make_split(
+            interactions.matrix,
+            "kfold",
+            num_folds=config.num_folds,
+            fold=config.fold,
+            valid_fraction=config.valid_fraction,
+            seed=config.seed,
+        )
+    else:
+        split = make_split(interactions.matrix, "original", seed=config.seed)
+    split.validate()
+    return split
+
+
+def item_features(config: Config, interactions: Interactions):
+    """[n_items, F] sparse item features for CML+F, or None."""
+    if config.features is None:
+        return None
+    if config.features == "tags":
+        from cml_tf.datasets.citeulike import load_tag_features
+
+        return load_tag_features(config.data_path, interactions.n_items, min_count=config.feature_min_count)
+    raise ValueError(f"--features: unknown features {config.features!r}")
+
+
+# --------------------------------------------------------------------------------------------------- model
+def build_model(config: Config, n_users: int, n_items: int, features=None) -> CML:
+    """The compiled CML model and its optimizer for a config (call under the strategy's scope)."""
+    ball = config.geometry == "ball"
+    model = CML(
+        n_users,
+        n_items,
+        embedding_dim=config.embedding_dim,
+        geometry=config.geometry,
+        margin=config.margin,
+        num_negatives=config.num_negatives,
+        gor_weight=config.gor_weight or 0.0,
+        use_rank_weight=config.use_rank_weight,
+        cov_loss_weight=config.cov_loss_weight,
+        init_stddev=config.init_stddev,
+        dense_constraint=ball and not config.sparse_updates,
+        item_features=features,
+        feature_l2_reg=config.feature_l2_reg,
+        feature_hidden_dim=config.feature_hidden_dim,
+        feature_dropout=config.feature_dropout,
+        feature_scale=config.feature_scale,
+        seed=config.seed,
+    )
+    optimizer = make_optimizer(
+        config.optimizer, config.learning_rate, sparse=config.sparse_updates, max_row_norm=1.0 if ball else None
+    )
+    model.compile(optimizer=optimizer)
+    optimizer.build(model.trainable_variables)
+    return model
+
+
+def get_strategy(name: str) -> tf.distribute.Strategy:
+    """The tf.distribute strategy for ``--strategy``."""
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"--strategy: unknown strategy {name!r}; expected default, mirrored or multi_worker")
+
+
+# --------------------------------------------------------------------------------------------------- run dir
+def read_metrics_csv(path: str) -> list[dict]:
+    """Rows of a metrics.csv as dicts of floats (empty list if absent)."""
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8", newline="") as f:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+
+
+def write_metrics_csv(path: str, rows: list[dict]) -> None:
+    columns: list[str] = []
+    for row in rows:
+        columns += [c for c in row if c not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (int(v) if k == "step" else v) for k, v in row.items()})
+    write_text_atomic(path, buf.getvalue())
+
+
+def _prepare_run_dir(config: Config, model_dir: str, overwrite: bool) -> None:
+    os.makedirs(model_dir, exist_ok=True)
+    path = os.path.join(model_dir, "config.json")
+    if os.path.exists(path) and not overwrite:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+        current = json.loads(json.dumps(config.to_dict()))
+        if saved != current:
+            diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+            raise RunError(
+                f"--model_dir={model_dir} holds a run with a different config (differs in: {', '.join(diff)}); "
+                "use another --model_dir, or --overwrite to start afresh"
+            )
+    elif overwrite:
+        import shutil
+
+        for name in ("checkpoints", "best", "tensorboard", "embeddings", "metrics.csv", "results.json"):
+            p = os.path.join(model_dir, name)
+            if os.path.isdir(p):
+                shutil.rmtree(p)
+            elif os.path.exists(p):
+                os.unlink(p)
+    write_json_atomic(path, config.to_dict())
+
+
+# --------------------------------------------------------------------------------------------------- callbacks
+class EvaluationCheckpoint(keras.callbacks.Callback):
+    """At the end of every evaluation period: validation metrics, a metrics.csv row, the resume checkpoint and,
+    when validation NDCG@k improves, the best checkpoint. Adds ``val_<metric>`` to the logs (for EarlyStopping
+    and TensorBoard)."""
+
+    def __init__(self, *, evaluator, config, model_dir, checkpoint, manager, best_manager, rows, pairs_per_epoch):
+        super().__init__()
+        self.evaluator = evaluator
+        self.config = config
+        self.model_dir = model_dir
+        self.checkpoint = checkpoint
+        self.manager = manager
+        self.best_manager = best_manager
+        self.rows = rows
+        self.pairs_per_epoch = pairs_per_epoch
+        self.monitor = f"ndcg@{config.k}"
+        self.best = max((r.get(self.monitor, -np.inf) for r in rows), default=-np.inf)
+        self.train_seconds = rows[-1]["train_seconds"] if rows else 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+        self._step0 = int(self.model.optimizer.iterations.numpy())
+
+    def on_train_batch_end(self, batch, logs=None):
+        if logs is not None:
+            elapsed = time.perf_counter() - self._t0
+            done = int(self.model.optimizer.iterations.numpy()) - self._step0
+            logs["pairs/s"] = done * self.config.batch_size / max(elapsed, 1e-9)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        seconds = time.perf_counter() - self._t0
+        step = int(self.model.optimizer.iterations.numpy())
+        self.train_seconds += seconds
+        row = {
+            "step": step,
+            "epoch": step * self.config.batch_size / self.pairs_per_epoch,
+            "loss": float(logs.get("loss", np.nan)),
+            "hinge": float(logs.get("hinge", np.nan)),
+            "gor": float(logs.get("gor", np.nan)),
+        }
+        if self.evaluator is not None:
+            user_vectors, item_vectors = self.model.embeddings()
+            metrics = self.evaluator.evaluate(user_vectors, item_vectors)
+            row.update({k: float(v) for k, v in metrics.items() if k != "users"})
+            for k, v in metrics.items():
+                if k != "users":
+                    logs[f"val_{k}"] = float(v)
+        row["pairs_per_sec"] = (step - self._step0) * self.config.batch_size / max(seconds, 1e-9)
+        row["train_seconds"] = self.train_seconds
+        self.rows.append(row)
+        write_metrics_csv(os.path.join(self.model_dir, "metrics.csv"), self.rows)
+        value = row.get(self.monitor, -np.inf)
+        if self.evaluator is None or value > self.best:
+            self.best = value
+            self.best_manager.save(checkpoint_number=step)
+        self.manager.save(checkpoint_number=step)
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras EarlyStopping whose best value and patience counter survive a resume (read from metrics.csv)."""
+
+    def __init__(self, history: list[float], **kwargs):
+        super().__init__(**kwargs)
+        self._history = history
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        for value in self._history:
+            if self.best is None or self._is_improvement(value, self.best):
+                self.best, self.wait = value, 0
+            else:
+                self.wait += 1
+
+
+# --------------------------------------------------------------------------------------------------- train
+def train(
+    config: Config,
+    model_dir: str,
+    *,
+    data: tuple[Interactions, Split] | None = None,
+    overwrite: bool = False,
+    verbose: int = 1,
+) -> dict:
+    """Trains (or resumes) a run and returns its results (also written to ``model_dir/results.json``).
+
+    Args:
+        config: the run's config (resolved here: derived defaults filled in).
+        model_dir: the run directory.
+        data: an already loaded (interactions, split); default load as the config says.
+        overwrite: discard an existing run in ``model_dir`` instead of resuming it.
+        verbose: Keras progress bar (1), one line per evaluation (2) or silent (0).
+    """
+    config = config.resolved()
+    config.validate()
+    _prepare_run_dir(config, model_dir, overwrite)
+    results_path = os.path.join(model_dir, "results.json")
+    if os.path.exists(results_path):
+        with open(results_path, encoding="utf-8") as f:
+            return json.load(f)
+
+    keras.utils.set_random_seed(config.seed)
+    interactions, split = data if data is not None else load_data(config)
+    n_users, n_items = interactions.n_users, interactions.n_items
+    strategy = get_strategy(config.strategy)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ValueError(f"--batch_size={config.batch_size} must be divisible by the {replicas} replicas")
+    spec = SamplerSpec(
+        sampler=config.sampler,
+        batch_size=config.batch_size // replicas,
+        num_negatives=config.num_negatives,
+        num_candidates=config.num_candidates,
+        beta=config.beta,
+        popularity_smoothing=config.popularity_smoothing,
+    )
+    stream = TrainingStream(split.train, spec, seed=config.seed)
+    with strategy.scope():
+        model = build_model(config, n_users, n_items, item_features(config, interactions))
+
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(model_dir, "checkpoints"), max_to_keep=2)
+    best_manager = tf.train.CheckpointManager(checkpoint, os.path.join(model_dir, "best"), max_to_keep=1)
+    start_step = 0
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        start_step = int(model.optimizer.iterations.numpy())
+        log.info("resumed %s at step %d", model_dir, start_step)
+    metrics_path = os.path.join(model_dir, "metrics.csv")
+    rows = [r for r in read_metrics_csv(metrics_path) if r["step"] <= start_step]
+
+    pairs = split.train.nnz
+    total_steps = config.max_steps or math.ceil(config.epochs * pairs / config.batch_size)
+    eval_every = min(config.eval_every, total_steps)
+    num_periods = math.ceil(total_steps / eval_every)
+    done_periods = start_step // eval_every
+
+    valid_evaluator = None
+    if split.valid.nnz:
+        valid_users = np.flatnonzero(np.diff(split.valid.indptr) > 0)
+        if config.eval_users is not None and config.eval_users < valid_users.size:
+            rng = np.random.default_rng(config.seed)
+            valid_users = np.sort(rng.choice(valid_users, config.eval_users, replace=False))
+        valid_evaluator = Evaluator(split.train, split.valid, k=config.k, users=valid_users)
+
+    callbacks: list[keras.callbacks.Callback] = [
+        EvaluationCheckpoint(
+            evaluator=valid_evaluator,
+            config=config,
+            model_dir=model_dir,
+            checkpoint=checkpoint,
+            manager=manager,
+            best_manager=best_manager,
+            rows=rows,
+            pairs_per_epoch=pairs,
+        ),
+        keras.callbacks.TensorBoard(os.path.join(model_dir, "tensorboard"), update_freq="epoch", write_graph=False),
+    ]
+    if config.early_stopping_patience and valid_evaluator is not None:
+        monitor = f"val_ndcg@{config.k}"
+        callbacks.append(
+            ResumableEarlyStopping(
+                [r[f"ndcg@{config.k}"] for r in rows if f"ndcg@{config.k}" in r],
+                monitor=monitor,
+                mode="max",
+                patience=config.early_stopping_patience,
+            )
+        )
+    stopped_early = done_periods and config.early_stopping_patience and _patience_exhausted(rows, config)
+    if done_periods < num_periods and not stopped_early:
+        if replicas > 1:
+            dataset = strategy.distribute_datasets_from_function(
+                lambda ctx: _replica_stream(split.train, spec, config.seed, ctx).dataset(
+                    start_step=done_periods * eval_every
+                )
+            )
+        else:
+            dataset = stream.dataset(start_step=done_periods * eval_every)
+        model.fit(
+            dataset,
+            epochs=num_periods,
+            initial_epoch=done_periods,
+            steps_per_epoch=eval_every,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+
+    return finish(config, model_dir, model, checkpoint, best_manager, interactions, split)
+
+
+def _patience_exhausted(rows: list[dict], config: Config) -> bool:
+    key = f"ndcg@{config.k}"
+    values = [r[key] for r in rows if key in r]
+    if not values:
+        return False
+    best_at = int(np.argmax(values))
+    return len(values) - 1 - best_at >= config.early_stopping_patience
+
+
+def _replica_stream(train, spec: SamplerSpec, seed: int, ctx: tf.distribute.InputContext) -> TrainingStream:
+    """Each input pipeline gets its own seed, hence its own pairs and stage-1 candidates."""
+    return TrainingStream(train, spec, seed=seed * 1000 + ctx.input_pipeline_id)
+
+
+def finish(config, model_dir, model, checkpoint, best_manager, interactions, split) -> dict:
+    """Restores the best checkpoint, evaluates it on the test set, writes embeddings and results.json."""
+    rows = read_metrics_csv(os.path.join(model_dir, "metrics.csv"))
+    if best_manager.latest_checkpoint:
+        checkpoint.restore(best_manager.latest_checkpoint).expect_partial()
+    best_step = int(model.optimizer.iterations.numpy())
+    user_vectors, item_vectors = (np.asarray(t) for t in model.embeddings())
+    seen = (split.train + split.valid).tocsr()
+    test_evaluator = Evaluator(seen, split.test, k=config.k, item_popularity=np.asarray(split.train.sum(0)).ravel())
+    test = test_evaluator.evaluate(user_vectors, item_vectors)
+    emb_dir = os.path.join(model_dir, "embeddings")
+    save_npy_atomic(os.path.join(emb_dir, "user_embeddings.npy"), user_vectors)
+    save_npy_atomic(os.path.join(emb_dir, "item_embeddings.npy"), item_vectors)
+    save_npy_atomic(os.path.join(emb_dir, "user_ids.npy"), interactions.user_ids)
+    save_npy_atomic(os.path.join(emb_dir, "item_ids.npy"), interactions.item_ids)
+    best_row = next((r for r in rows if int(r["step"]) == best_step), rows[-1] if rows else {})
+    results = {k: float(v) for k, v in test.items() if k != "users"}
+    results.update(
+        {
+            "test_users": int(test["users"]),
+            "best_step": best_step,
+            "steps": int(rows[-1]["step"]) if rows else best_step,
+            "train_seconds": float(rows[-1]["train_seconds"]) if rows else 0.0,
+            "pairs_per_sec": float(np.median([r["pairs_per_sec"] for r in rows])) if rows else 0.0,
+            "valid": {k: v for k, v in best_row.items() if "@" in k or k == "mmr"},
+        }
+    )
+    write_json_atomic(os.path.join(model_dir, "results.json"), results)
+    return results

@@ -1,0 +1,31 @@
+"""cml_tf: Collaborative Metric Learning with efficient negative sampling (TensorFlow 2 / Keras 3)."""
+
+import os
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _requirements():
+    with open(os.path.join(HERE, "requirements.txt"), encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip() and not line.startswith("#")]
+
+
+setup(
+    name="cml_tf",
+    version="0.1.0",
+    description="Collaborative Metric Learning with 2-stage negative sampling, TensorFlow 2 / Keras 3",
+    long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["cml_tf", "cml_tf.*"]),
+    install_requires=_requirements(),
+    extras_require={
+        "dev": ["pytest>=7", "ruff>=0.4", "nbclient>=0.9", "nbformat>=5.9", "ipykernel>=6", "matplotlib>=3.7"],
+        "notebooks": ["jupyter", "nbclient>=0.9", "nbformat>=5.9", "ipykernel>=6", "matplotlib>=3.7"],
+        "baselines": ["implicit>=0.7"],
+    },
+    entry_points={"console_scripts": ["cml-tf-train=cml_tf.train:run", "cml-tf-stats=cml_tf.stats:run"]},
+    license="Apache-2.0",
+)
