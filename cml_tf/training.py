@@ -30,7 +30,6 @@ import time
 
 import keras
 import numpy as np
-import scipy.sparse as sp
 import tensorflow as tf
 
 from cml_tf import datasets
