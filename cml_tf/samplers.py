@@ -24,9 +24,11 @@ import tensorflow as tf
 
 SAMPLERS = ("uniform", "popular", "2stage")
 
-# Keys for candidates that are not drawable by the inverse density (s < 0): below every valid key (valid logits
-# are >= 0, Gumbel noise is > -5 in practice) but still ordered by their own Gumbel noise, i.e. uniform.
-_FALLBACK_OFFSET = -1.0e6
+# Keys for candidates that are not drawable by the inverse density (s < 0): below every valid key but still ordered
+# by their own Gumbel noise, i.e. uniform. Gumbel noise from u in [1e-20, 1) lies in [-3.9, 17]; valid logits are
+# >= 0 for d >= 3 (>= -13.2 for any d >= 1 at the clip), so gumbel - 64 is below every valid key. The offset must
+# stay small: at -1e6 the float32 spacing is 1/16, Gumbel keys tie and top_k breaks ties towards the lowest index.
+_FALLBACK_OFFSET = -64.0
 
 
 def popularity_log_weights(item_counts: np.ndarray, beta: float, smoothing: float = 1.0) -> np.ndarray:

@@ -59,6 +59,8 @@ flags.DEFINE_integer("eval_users", None, "Evaluate a seeded sample of this many 
 flags.DEFINE_integer("k", _D.k, "Cut-off of the ranking metrics.")
 flags.DEFINE_integer("early_stopping_patience", _D.early_stopping_patience, "Stop after this many evaluations "
                      "without a better validation NDCG@k (0: never).")
+flags.DEFINE_integer("steps_per_execution", _D.steps_per_execution, "Training steps per compiled call "
+                     "(amortises Python overhead; results do not depend on it).")
 flags.DEFINE_integer("seed", _D.seed, "Seed of every random operation (split, init, sampling).")
 flags.DEFINE_string("strategy", _D.strategy, "tf.distribute strategy: default, mirrored or multi_worker "
                     "(TF_CONFIG).")

@@ -1,0 +1,258 @@
+"""Non-metric baselines for Table 2: item popularity, implicit's ALS and BPR, tuned on the validation split.
+
+Protocol (the same folds and metrics as the CML runs, see `cml_tf.training.finish`):
+
+* every model is fitted on ``split.train`` only;
+* hyper-parameters are chosen by a seeded random search of ``trials`` configurations (trial 0 is implicit's
+  default setting, the rest are drawn from `SEARCH_SPACES`), each scored by validation NDCG@k on
+  ``split.valid`` with the training items masked (on a seeded sample of ``eval_users`` validation users, as CML's
+  validation); the factors (``factors``, 128 by default as CML's d) are not searched;
+* the chosen model is scored on ``split.test`` with train + valid items masked and MMR computed from the training
+  popularity (``Evaluator(train + valid, test, item_popularity=train counts, scoring="dot")``).
+
+The popularity baseline scores every item by its training count (no hyper-parameters). ALS / BPR are implicit's
+CPU models (``implicit.cpu.als`` / ``implicit.cpu.bpr``) fitted on the binary ``users x items`` CSR, ranked by the
+dot product of ``user_factors`` and ``item_factors`` (BPR's item bias is the last factor column).
+
+A baseline run directory holds ``config.json`` (everything that determines the result), ``results.json`` (test
+metrics, the chosen ``params``, every trial's parameters and validation metrics, the budget) and
+``recommendations.npz`` (see `experiments.table2.write_recommendations`). A finished directory (results.json with
+the same config) is not recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+import scipy.sparse as sp
+
+from cml_tf.evaluation import Evaluator
+from cml_tf.io import write_json_atomic
+
+BASELINES = ("popularity", "als", "bpr")
+
+# Defaults of implicit 0.7 (trial 0) and the random-search spaces: ("log", lo, hi) log-uniform, ("choice", [...]).
+DEFAULT_PARAMS = {
+    "als": {"regularization": 0.01, "alpha": 1.0, "iterations": 15},
+    "bpr": {"learning_rate": 0.01, "regularization": 0.01, "iterations": 100},
+}
+SEARCH_SPACES = {
+    "als": {
+        "regularization": ("log", 1e-3, 10.0),
+        "alpha": ("log", 0.5, 50.0),
+        "iterations": ("choice", [10, 15, 20, 30]),
+    },
+    "bpr": {
+        "learning_rate": ("log", 1e-3, 0.1),
+        "regularization": ("log", 1e-4, 0.1),
+        "iterations": ("choice", [25, 50, 100, 200]),
+    },
+}
+DEFAULT_FACTORS = 128
+DEFAULT_TRIALS = 8
+
+
+class BaselineError(RuntimeError):
+    """A baseline run directory that holds a different config."""
+
+
+def sample_params(name: str, trial: int, rng: np.random.Generator) -> dict:
+    """Trial 0: implicit's defaults; later trials: one draw from the search space."""
+    if name not in SEARCH_SPACES:
+        return {}
+    if trial == 0:
+        return dict(DEFAULT_PARAMS[name])
+    params = {}
+    for key, spec in SEARCH_SPACES[name].items():
+        if spec[0] == "log":
+            params[key] = float(math.exp(rng.uniform(math.log(spec[1]), math.log(spec[2]))))
+        else:
+            params[key] = spec[1][int(rng.integers(len(spec[1])))]
+    return params
+
+
+def fit(name: str, train: sp.csr_matrix, params: dict, *, factors: int, seed: int, num_threads: int = 2):
+    """Fits one baseline on the training matrix.
+
+    Returns:
+        ("scores", [n_items] popularity) for popularity, ("factors", (U [n_users, f], V [n_items, f])) otherwise.
+    """
+    if name == "popularity":
+        return "scores", np.asarray(train.sum(0)).ravel().astype(np.float32)
+    from threadpoolctl import threadpool_limits  # implicit wants single-threaded BLAS
+
+    with threadpool_limits(1, "blas"):
+        model = _make_model(name, params, factors=factors, seed=seed, num_threads=num_threads)
+        model.fit(sp.csr_matrix(train, dtype=np.float32), show_progress=False)
+    return "factors", (np.asarray(model.user_factors, np.float32), np.asarray(model.item_factors, np.float32))
+
+
+def _make_model(name: str, params: dict, *, factors: int, seed: int, num_threads: int):
+    if name == "als":
+        from implicit.cpu.als import AlternatingLeastSquares
+
+        model = AlternatingLeastSquares(
+            factors=factors,
+            regularization=params["regularization"],
+            alpha=params["alpha"],
+            iterations=int(params["iterations"]),
+            num_threads=num_threads,
+            random_state=seed,
+        )
+    elif name == "bpr":
+        from implicit.cpu.bpr import BayesianPersonalizedRanking
+
+        model = BayesianPersonalizedRanking(
+            factors=factors,
+            learning_rate=params["learning_rate"],
+            regularization=params["regularization"],
+            iterations=int(params["iterations"]),
+            num_threads=num_threads,
+            random_state=seed,
+        )
+    else:
+        raise ValueError(f"--baselines: unknown baseline {name!r}; expected one of {', '.join(BASELINES)}")
+    return model
+
+
+def evaluate(evaluator: Evaluator, fitted) -> dict:
+    kind, value = fitted
+    if kind == "scores":
+        return evaluator.evaluate_scores(lambda users: value)
+    return evaluator.evaluate(*value)
+
+
+def score_function(fitted) -> Callable[[np.ndarray], np.ndarray]:
+    """users [b] -> scores [b, n_items] (higher is better) of a fitted baseline."""
+    kind, value = fitted
+    if kind == "scores":
+        return lambda users: np.broadcast_to(value, (len(users), value.size))
+    u, v = value
+    return lambda users: u[users] @ v.T
+
+
+def validation_users(valid: sp.csr_matrix, eval_users: int | None, seed: int) -> np.ndarray:
+    """The validation users CML's training evaluates (same seeded sample as `cml_tf.training.train`)."""
+    users = np.flatnonzero(np.diff(valid.indptr) > 0)
+    if eval_users is not None and eval_users < users.size:
+        rng = np.random.default_rng(seed)
+        users = np.sort(rng.choice(users, eval_users, replace=False))
+    return users
+
+
+def run_baseline(
+    name: str,
+    split,
+    run_dir: str,
+    *,
+    config: dict,
+    k: int = 50,
+    trials: int = DEFAULT_TRIALS,
+    factors: int = DEFAULT_FACTORS,
+    eval_users: int | None = None,
+    seed: int = 0,
+    num_threads: int = 2,
+    on_fitted: Callable | None = None,
+) -> dict:
+    """Tunes one baseline on the validation split, scores the chosen model on the test split, writes run_dir.
+
+    Args:
+        name: "popularity", "als" or "bpr".
+        split: a `cml_tf.splits.Split`.
+        run_dir: the baseline's run directory for this fold.
+        config: what identifies the data (dataset, options, fold...); saved with the search settings in config.json.
+        k: metric cut-off.
+        trials: search budget (number of configurations tried; popularity has none).
+        factors: latent factors of ALS / BPR.
+        eval_users: validation users sampled for tuning (None = all).
+        seed: seed of the search and of the models.
+        num_threads: implicit's threads.
+        on_fitted: called as ``on_fitted(fitted)`` with the final model (e.g. to save recommendations).
+
+    Returns:
+        The results dict (also in run_dir/results.json): test metrics, ``params``, ``trials``, ``budget``,
+        ``train_seconds`` (fitting the chosen model), ``steps`` (its iterations), ``valid``.
+    """
+    if name not in BASELINES:
+        raise ValueError(f"--baselines: unknown baseline {name!r}; expected one of {', '.join(BASELINES)}")
+    full_config = {
+        **config,
+        "baseline": name,
+        "k": k,
+        "trials": trials if name in SEARCH_SPACES else 0,
+        "factors": factors if name in SEARCH_SPACES else None,
+        "eval_users": eval_users,
+        "seed": seed,
+        "search_space": SEARCH_SPACES.get(name),
+    }
+    full_config = json.loads(json.dumps(full_config))
+    os.makedirs(run_dir, exist_ok=True)
+    config_path = os.path.join(run_dir, "config.json")
+    results_path = os.path.join(run_dir, "results.json")
+    if os.path.exists(config_path):
+        with open(config_path, encoding="utf-8") as f:
+            saved = json.load(f)
+        if saved != full_config:
+            diff = sorted(x for x in set(saved) | set(full_config) if saved.get(x) != full_config.get(x))
+            raise BaselineError(
+                f"{run_dir} holds a baseline run with a different config (differs in: {', '.join(diff)}); "
+                "use another --out_dir or delete it"
+            )
+        if os.path.exists(results_path):
+            with open(results_path, encoding="utf-8") as f:
+                return json.load(f)
+    write_json_atomic(config_path, full_config)
+
+    train = split.train
+    item_popularity = np.asarray(train.sum(0)).ravel()
+    history = []
+    best_params: dict = {}
+    best_valid: dict = {}
+    if name in SEARCH_SPACES and trials > 0:
+        valid_eval = Evaluator(
+            train, split.valid, k=k, users=validation_users(split.valid, eval_users, seed), scoring="dot"
+        )
+        rng = np.random.default_rng([seed, BASELINES.index(name)])
+        best = -np.inf
+        for trial in range(trials):
+            params = sample_params(name, trial, rng)
+            t0 = time.perf_counter()
+            fitted = fit(name, train, params, factors=factors, seed=seed, num_threads=num_threads)
+            seconds = time.perf_counter() - t0
+            metrics = {m: float(v) for m, v in evaluate(valid_eval, fitted).items() if m != "users"}
+            history.append({"trial": trial, "params": params, "valid": metrics, "fit_seconds": seconds})
+            score = metrics[f"ndcg@{k}"]
+            if score > best:
+                best, best_params, best_valid = score, params, metrics
+    elif name in SEARCH_SPACES:
+        best_params = sample_params(name, 0, np.random.default_rng(seed))
+
+    t0 = time.perf_counter()
+    fitted = fit(name, train, best_params, factors=factors, seed=seed, num_threads=num_threads)
+    fit_seconds = time.perf_counter() - t0
+    seen = (split.train + split.valid).tocsr()
+    test_eval = Evaluator(seen, split.test, k=k, item_popularity=item_popularity, scoring="dot")
+    test = evaluate(test_eval, fitted)
+    if on_fitted is not None:
+        on_fitted(fitted)
+    results = {m: float(v) for m, v in test.items() if m != "users"}
+    results.update(
+        {
+            "test_users": int(test["users"]),
+            "params": best_params,
+            "factors": factors if name in SEARCH_SPACES else None,
+            "budget": trials if name in SEARCH_SPACES else 0,
+            "trials": history,
+            "valid": best_valid,
+            "train_seconds": fit_seconds,
+            "pairs_per_sec": float("nan"),
+            "steps": int(best_params.get("iterations", 0)),
+        }
+    )
+    write_json_atomic(results_path, results)
+    return results

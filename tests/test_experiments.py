@@ -1,0 +1,158 @@
+"""The Table 2 runner (experiments/table2.py), its baselines and its tables, on a tiny synthetic data set."""
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments import tables
+
+TINY = ["--dataset=synthetic", "--num_users=120", "--num_items=200", "--num_interactions=2400"]
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    """One tiny grid: uniform b=64 and 2-stage b=32, |N_ij| = 1, 2 folds, popularity + ALS; run twice."""
+    from experiments import table2
+
+    root = tmp_path_factory.mktemp("table2")
+    argv = [
+        "table2",
+        *TINY,
+        f"--out_dir={root / 'runs'}",
+        f"--results_dir={root / 'results'}",
+        "--folds=0,1",
+        "--num_folds=2",
+        "--samplers=uniform,2stage",
+        "--uniform_batch_sizes=64",
+        "--batch_size=32",
+        "--num_negatives=1",
+        "--max_steps=6",
+        "--evals_per_run=2",
+        "--embedding_dim=8",
+        "--num_candidates=50",
+        "--baselines=popularity,als",
+        "--baseline_trials=2",
+        "--baseline_factors=8",
+        "--num_threads=1",
+        "--rec_users=20",
+        "--rec_k=5",
+    ]
+    assert table2.cli(argv) == 0
+    results_files = sorted((root / "runs").rglob("results.json"))
+    first = {p: os.stat(p).st_mtime_ns for p in results_files}
+    assert table2.cli(argv) == 0
+    second = {p: os.stat(p).st_mtime_ns for p in sorted((root / "runs").rglob("results.json"))}
+    return root, first, second
+
+
+def test_results_csv_has_one_row_per_cell_and_fold(grid):
+    root, _, _ = grid
+    df = pd.read_csv(root / "results" / "results.csv")
+    for column in (
+        "dataset",
+        "method",
+        "sampler",
+        "batch_size",
+        "num_negatives",
+        "fold",
+        "map@50",
+        "ndcg@50",
+        "recall@50",
+        "mmr",
+        "train_seconds",
+        "pairs_per_sec",
+        "steps",
+    ):
+        assert column in df.columns
+    cml = df[df.method == "cml"]
+    assert sorted(zip(cml.sampler, cml.batch_size, cml.fold)) == [
+        ("2stage", 32, 0),
+        ("2stage", 32, 1),
+        ("uniform", 64, 0),
+        ("uniform", 64, 1),
+    ]
+    assert (cml.steps == 6).all() and (cml.num_negatives == 1).all()
+    assert sorted(df[df.method != "cml"].method) == ["als", "als", "popularity", "popularity"]
+    assert df["ndcg@50"].between(0, 1).all() and (df.dataset == "synthetic").all()
+    run = root / "runs" / "2stage-b32-n1" / "fold1"
+    config = json.loads((run / "config.json").read_text())
+    assert (config["split"], config["fold"], config["num_folds"], config["eval_every"]) == ("kfold", 1, 2, 3)
+    recs = np.load(run / "recommendations.npz")
+    assert recs["items"].shape == (20, 5) and recs["item_train_count"].shape == (200,)
+    command = (root / "results" / "command.txt").read_text()
+    assert "--samplers=uniform,2stage" in command and "git commit:" in command
+
+
+def test_second_call_does_not_retrain(grid):
+    _, first, second = grid
+    assert len(first) == 8 and first == second
+
+
+def test_markdown_and_latex_tables(grid):
+    root, _, _ = grid
+    md = (root / "results" / "table2.md").read_text()
+    for label in ("CML Uniform (b=64)", "CML 2-stage (b=32)", "Popularity", "ALS (implicit)", "N=1 MAP@50 (%)"):
+        assert label in md
+    assert "±" in md and "**" in md
+    tex = (root / "results" / "table2.tex").read_text()
+    assert "\\textbf{" in tex and "$|N_{ij}| = 1$" in tex
+
+
+def test_table_bold_and_layout():
+    rows = []
+    for fold, (a, b) in enumerate([(0.10, 0.20), (0.12, 0.22)]):
+        for sampler, batch, value, mmr in (("uniform", 4096, a, 30.0), ("2stage", 256, b, 20.0)):
+            for n in (1, 5):
+                rows.append(
+                    dict(
+                        method="cml",
+                        sampler=sampler,
+                        batch_size=batch,
+                        num_negatives=n,
+                        fold=fold,
+                        **{"map@50": value / 2, "ndcg@50": value, "mmr": mmr + n},
+                    )
+                )
+        rows.append(
+            dict(
+                method="popularity",
+                sampler="",
+                batch_size=np.nan,
+                num_negatives=np.nan,
+                fold=fold,
+                **{"map@50": 0.01, "ndcg@50": 0.05, "mmr": 99.0},
+            )
+        )
+    md = tables.render_markdown(pd.DataFrame(rows))
+    lines = [line for line in md.splitlines() if line.startswith("| CML") or line.startswith("| Popularity")]
+    assert [line.split(" | ")[0] for line in lines] == [
+        "| CML Uniform (b=4096)",
+        "| CML 2-stage (b=256)",
+        "| Popularity",
+    ]
+    two_stage = lines[1].split(" | ")
+    assert two_stage[2] == "**21.00 ± 1.41**" and two_stage[3] == "**21.0 ± 0.0**"  # best NDCG, lowest MMR
+    assert lines[2].count("5.00 ± 0.00") == 2  # the baseline repeats in each |N_ij| group
+    assert "N=5 MMR" in md
+
+
+def test_baseline_tuning_picks_best_validation_trial(tmp_path):
+    from cml_tf.datasets import synthetic
+    from cml_tf.splits import kfold_split
+    from experiments import baselines
+
+    split = kfold_split(synthetic.generate(120, 200, 2400).matrix, num_folds=2, fold=0)
+    res = baselines.run_baseline(
+        "bpr", split, str(tmp_path / "bpr"), config={"fold": 0}, trials=3, factors=8, num_threads=1
+    )
+    scores = [t["valid"]["ndcg@50"] for t in res["trials"]]
+    assert len(scores) == 3 and res["budget"] == 3
+    assert res["params"] == res["trials"][int(np.argmax(scores))]["params"]
+    assert res["trials"][0]["params"] == baselines.DEFAULT_PARAMS["bpr"]
+    saved = json.loads((tmp_path / "bpr" / "results.json").read_text())
+    assert saved["params"] == res["params"] and 0 <= saved["ndcg@50"] <= 1
+    with pytest.raises(baselines.BaselineError):
+        baselines.run_baseline("bpr", split, str(tmp_path / "bpr"), config={"fold": 0}, trials=4, factors=8)

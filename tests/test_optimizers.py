@@ -1,0 +1,214 @@
+"""Lazy row-sparse optimizers against Keras' dense ones and a plain-numpy LazyAdam written from the definition."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cml_tf import optimizers as O
+
+ROWS, DIM = 6, 3
+
+
+def _init(seed=0, scale=1.0):
+    return (np.random.default_rng(seed).normal(size=(ROWS, DIM)) * scale).astype(np.float32)
+
+
+def _slices(indices, values):
+    return tf.IndexedSlices(
+        tf.constant(np.asarray(values, np.float32)), tf.constant(np.asarray(indices, np.int64)), [ROWS, DIM]
+    )
+
+
+def _dense(indices, values):
+    """The dense equivalent of an IndexedSlices gradient: repeated rows summed."""
+    g = np.zeros((ROWS, DIM), np.float32)
+    np.add.at(g, np.asarray(indices), np.asarray(values, np.float32))
+    return g
+
+
+def _step(optimizer, variable, gradient):
+    if not isinstance(gradient, tf.IndexedSlices):
+        gradient = tf.constant(gradient)
+    optimizer.apply_gradients([(gradient, variable)])
+    return variable.numpy().copy()
+
+
+def _pair(lazy, dense, init):
+    a, b = keras.Variable(init), keras.Variable(init)
+    lazy.build([a])
+    dense.build([b])
+    return a, b
+
+
+def test_lazy_adam_first_step_equals_dense_adam():
+    init = _init()
+    lazy, dense = O.LazyAdam(learning_rate=0.1), keras.optimizers.Adam(learning_rate=0.1)
+    a, b = _pair(lazy, dense, init)
+    idx, vals = [1, 4], np.random.default_rng(1).normal(size=(2, DIM))
+    got = _step(lazy, a, _slices(idx, vals))
+    ref = _step(dense, b, _dense(idx, vals))
+    np.testing.assert_allclose(got[idx], ref[idx], rtol=1e-6, atol=2e-6)  # float32 round-off of a 0.1 move
+    assert not np.allclose(got[idx], init[idx])  # the touched rows moved
+    untouched = [0, 2, 3, 5]
+    np.testing.assert_array_equal(got[untouched], init[untouched])  # bit-identical
+    np.testing.assert_array_equal(ref[untouched], init[untouched])  # dense Adam: m = v = 0 -> no move on step 1
+    # first Adam step moves each coordinate by about lr * sign(g)
+    np.testing.assert_allclose(init[idx] - got[idx], 0.1 * np.sign(vals), rtol=1e-4)
+
+
+def test_lazy_adam_sums_duplicate_indices():
+    init = _init(2)
+    lazy, dense = O.LazyAdam(learning_rate=0.05), keras.optimizers.Adam(learning_rate=0.05)
+    a, b = _pair(lazy, dense, init)
+    idx = [3, 0, 3, 3]
+    vals = np.array([[1.0, -2.0, 0.5], [0.2, 0.1, -0.3], [-0.4, 0.5, 0.5], [0.1, 0.1, 0.1]])
+    for _ in range(2):  # after a second step the moments of the summed row matter, not only its sign
+        got = _step(lazy, a, _slices(idx, vals))
+        ref = _step(dense, b, _dense(idx, vals))
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    m = lazy._momentums[lazy._get_variable_index(a)].numpy()
+    g_summed = vals[[0, 2, 3]].sum(axis=0)
+    beta_1 = 0.9
+    np.testing.assert_allclose(m[3], (1 - beta_1) * g_summed * (1 + beta_1), rtol=1e-5)
+
+
+def _numpy_lazy_adam(init, steps, lr, beta_1=0.9, beta_2=0.999, eps=1e-7):
+    """Reference from the definition: a row (moments included) is updated only at steps where it is present.
+
+    Keras/TF1 form of the bias correction: x -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps).
+    """
+    x = init.astype(np.float64).copy()
+    m = np.zeros_like(x)
+    v = np.zeros_like(x)
+    for t, (idx, vals) in enumerate(steps, start=1):
+        g = np.zeros_like(x)
+        np.add.at(g, idx, vals)
+        alpha = lr * np.sqrt(1 - beta_2**t) / (1 - beta_1**t)
+        for r in sorted(set(idx)):
+            m[r] = beta_1 * m[r] + (1 - beta_1) * g[r]
+            v[r] = beta_2 * v[r] + (1 - beta_2) * g[r] ** 2
+            x[r] -= alpha * m[r] / (np.sqrt(v[r]) + eps)
+    return x
+
+
+def test_lazy_adam_multi_step_against_numpy_reference():
+    init = _init(3)
+    rng = np.random.default_rng(4)
+    steps = [
+        ([0, 2, 2], rng.normal(size=(3, DIM))),
+        ([2, 5], rng.normal(size=(2, DIM))),
+        ([0, 1], rng.normal(size=(2, DIM))),
+    ]
+    lazy = O.LazyAdam(learning_rate=0.1)
+    a = keras.Variable(init)
+    lazy.build([a])
+    for idx, vals in steps:
+        got = _step(lazy, a, _slices(idx, vals))
+    ref = _numpy_lazy_adam(init, steps, 0.1)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    # rows 3 and 4 were never present: unchanged; row 0 absent at step 2 kept its moments (no decay)
+    np.testing.assert_array_equal(got[[3, 4]], init[[3, 4]])
+    # and the lazy result differs from dense Adam, which decays and applies absent rows' moments
+    dense = keras.optimizers.Adam(learning_rate=0.1)
+    b = keras.Variable(init)
+    dense.build([b])
+    for idx, vals in steps:
+        dense_out = _step(dense, b, _dense(idx, vals))
+    assert not np.allclose(dense_out[0], got[0], atol=1e-4)
+
+
+def test_lazy_adagrad_equals_dense_adagrad_over_steps():
+    init = _init(5)
+    lazy = O.LazyAdagrad(learning_rate=0.3, initial_accumulator_value=0.1)
+    dense = keras.optimizers.Adagrad(learning_rate=0.3, initial_accumulator_value=0.1)
+    a, b = _pair(lazy, dense, init)
+    rng = np.random.default_rng(6)
+    for idx in ([0, 3], [3, 3, 5], [1], [0, 5, 1]):
+        vals = rng.normal(size=(len(idx), DIM))
+        got = _step(lazy, a, _slices(idx, vals))
+        ref = _step(dense, b, _dense(idx, vals))
+        np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(got[[2, 4]], init[[2, 4]])
+
+
+def test_lazy_sgd_equals_dense_sgd():
+    init = _init(7)
+    lazy, dense = O.LazySGD(learning_rate=0.5), keras.optimizers.SGD(learning_rate=0.5)
+    a, b = _pair(lazy, dense, init)
+    idx, vals = [2, 2, 4], np.ones((3, DIM))
+    got = _step(lazy, a, _slices(idx, vals))
+    np.testing.assert_allclose(got, _step(dense, b, _dense(idx, vals)), rtol=1e-6)
+    np.testing.assert_allclose(got[2], init[2] - 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [O.LazyAdam, O.LazyAdagrad, O.LazySGD])
+def test_max_row_norm_clips_only_touched_rows(cls):
+    init = _init(8)
+    init *= 3.0 / np.linalg.norm(init, axis=1, keepdims=True)  # every row has norm 3
+    opt = cls(learning_rate=0.01, max_row_norm=1.0)
+    a = keras.Variable(init)
+    opt.build([a])
+    got = _step(opt, a, _slices([0, 2], np.full((2, DIM), 0.1)))
+    norms = np.linalg.norm(got, axis=1)
+    np.testing.assert_allclose(norms[[0, 2]], 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(got[[1, 3, 4, 5]], init[[1, 3, 4, 5]])  # untouched rows keep norm 3
+
+
+def test_max_row_norm_leaves_short_rows_alone():
+    init = _init(9) * 0.01
+    opt = O.LazySGD(learning_rate=0.1, max_row_norm=1.0)
+    a = keras.Variable(init)
+    opt.build([a])
+    got = _step(opt, a, _slices([1], np.ones((1, DIM))))
+    np.testing.assert_allclose(got[1], init[1] - 0.1, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "lazy, dense",
+    [
+        (lambda: O.LazyAdam(learning_rate=0.1), lambda: keras.optimizers.Adam(learning_rate=0.1)),
+        (
+            lambda: O.LazyAdagrad(learning_rate=0.1, initial_accumulator_value=0.1),
+            lambda: keras.optimizers.Adagrad(learning_rate=0.1, initial_accumulator_value=0.1),
+        ),
+    ],
+)
+def test_dense_gradient_takes_parent_path(lazy, dense):
+    init = _init(10)
+    lz, dn = lazy(), dense()
+    a, b = _pair(lz, dn, init)
+    g = np.zeros((ROWS, DIM), np.float32)
+    g[1] = 1.0
+    for _ in range(2):
+        got = _step(lz, a, g)
+        ref = _step(dn, b, g)
+    np.testing.assert_array_equal(got, ref)
+    if isinstance(lz, O.LazyAdam):
+        # step 2 of dense Adam on a row with zero gradient still moves nothing (m stays 0); row 1 moved twice
+        assert not np.allclose(got[1], init[1])
+
+
+def test_make_optimizer_names_and_settings():
+    adam = O.make_optimizer("adam", 1e-3)
+    assert type(adam) is O.LazyAdam and adam.max_row_norm is None
+    assert float(adam.learning_rate) == pytest.approx(1e-3)
+    ada = O.make_optimizer("adagrad", 0.1, max_row_norm=1.0)
+    assert type(ada) is O.LazyAdagrad and ada.max_row_norm == 1.0
+    assert ada.initial_accumulator_value == pytest.approx(0.1)
+    assert type(O.make_optimizer("sgd", 0.1)) is O.LazySGD
+    assert type(O.make_optimizer("adam", 1e-3, sparse=False)) is keras.optimizers.Adam
+    dense_ada = O.make_optimizer("adagrad", 0.1, sparse=False)
+    assert type(dense_ada) is keras.optimizers.Adagrad and dense_ada.initial_accumulator_value == pytest.approx(0.1)
+    assert type(O.make_optimizer("sgd", 0.1, sparse=False)) is keras.optimizers.SGD
+    for sparse in (True, False):
+        with pytest.raises(ValueError, match="--optimizer: unknown optimizer 'rmsprop'"):
+            O.make_optimizer("rmsprop", 0.1, sparse=sparse)
+
+
+def test_config_roundtrip_keeps_max_row_norm():
+    opt = O.LazyAdam(learning_rate=0.01, max_row_norm=1.0)
+    clone = O.LazyAdam.from_config(opt.get_config())
+    assert clone.max_row_norm == 1.0 and float(clone.learning_rate) == pytest.approx(0.01)

@@ -1,0 +1,168 @@
+"""TrainingStream on a tiny training matrix: element layout, epoch coverage, determinism, resume, masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from cml_tf.pipeline import SamplerSpec, TrainingStream
+
+N_USERS, N_ITEMS, BATCH = 12, 40, 8
+
+
+@pytest.fixture(scope="module")
+def train():
+    rng = np.random.default_rng(0)
+    dense = rng.random((N_USERS, N_ITEMS)) < 0.15
+    dense[0, :3] = True  # every user has something
+    dense[:, 0] = True
+    m = sp.csr_matrix(dense.astype(np.float32))
+    assert m.nnz % BATCH != 0  # a partial last batch is dropped: exercised below
+    return m
+
+
+def _spec(sampler, **kw):
+    base = dict(sampler=sampler, batch_size=BATCH, num_negatives=3, num_candidates=10, rejection_draws=32)
+    base.update(kw)
+    return SamplerSpec(**base)
+
+
+def _elements(stream, start_step=0, num_steps=5):
+    return [{k: v.numpy() for k, v in e.items()} for e in stream.dataset(start_step, num_steps)]
+
+
+def _assert_same(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for k in x:
+            np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+
+
+# ----------------------------------------------------------------------------------------- validation
+@pytest.mark.parametrize(
+    "kw, flag",
+    [
+        (dict(sampler="hard"), "--sampler"),
+        (dict(batch_size=0), "--batch_size"),
+        (dict(batch_size=10_000), "--batch_size"),
+        (dict(num_negatives=0), "--num_negatives"),
+        (dict(num_candidates=0), "--num_candidates"),
+        (dict(num_candidates=N_ITEMS + 1), "--num_candidates"),
+        (dict(num_negatives=11, num_candidates=10), "--num_negatives"),
+        (dict(sampler="uniform", num_negatives=N_ITEMS), "--num_negatives"),
+        (dict(beta=-1.0), "--beta"),
+        (dict(popularity_smoothing=-0.5), "--popularity_smoothing"),
+        (dict(rejection_draws=0), "rejection_draws"),
+    ],
+)
+def test_spec_validate_names_the_flag(kw, flag):
+    spec = _spec(kw.pop("sampler", "2stage"), **kw)
+    with pytest.raises(ValueError, match=flag):
+        spec.validate(N_ITEMS, 100)
+
+
+def test_spec_validate_accepts_good_values():
+    for sampler in ("uniform", "popular", "2stage"):
+        _spec(sampler).validate(N_ITEMS, 100)
+
+
+def test_two_stage_needs_enough_drawable_items(train):
+    # with smoothing 0, items absent from training have weight 0: C above their number is refused
+    n_drawable = int((np.asarray(train.sum(0)).ravel() > 0).sum())
+    with pytest.raises(ValueError, match="--num_candidates"):
+        TrainingStream(train, _spec("2stage", num_candidates=n_drawable + 1, popularity_smoothing=0.0))
+    TrainingStream(train, _spec("2stage", num_candidates=n_drawable, popularity_smoothing=0.0))
+
+
+# ----------------------------------------------------------------------------------------- elements
+@pytest.mark.parametrize("sampler", ["uniform", "popular", "2stage"])
+def test_element_layout_and_real_pairs(train, sampler):
+    stream = TrainingStream(train, _spec(sampler), seed=1)
+    dense = train.toarray() > 0
+    for e in _elements(stream, num_steps=3):
+        assert e["users"].shape == (BATCH,) and e["users"].dtype == np.int32
+        assert e["positives"].shape == (BATCH,) and e["positives"].dtype == np.int32
+        assert dense[e["users"], e["positives"]].all()
+        if sampler == "2stage":
+            assert set(e) == {"users", "positives", "candidates", "candidate_is_positive"}
+            assert e["candidates"].shape == (10,) and e["candidates"].dtype == np.int32
+            assert e["candidate_is_positive"].shape == (BATCH, 10) and e["candidate_is_positive"].dtype == bool
+        else:
+            assert set(e) == {"users", "positives", "negatives"}
+            assert e["negatives"].shape == (BATCH, 3) and e["negatives"].dtype == np.int32
+
+
+def test_epoch_covers_distinct_pairs(train):
+    stream = TrainingStream(train, _spec("uniform"), seed=2)
+    nb = stream.batches_per_epoch
+    assert nb == train.nnz // BATCH
+    elements = _elements(stream, num_steps=2 * nb)
+    epochs = [elements[:nb], elements[nb:]]
+    pair_sets = []
+    for epoch in epochs:
+        pairs = [(int(u), int(i)) for e in epoch for u, i in zip(e["users"], e["positives"])]
+        assert len(pairs) == nb * BATCH
+        assert len(set(pairs)) == nb * BATCH  # no pair repeats within an epoch
+        pair_sets.append(pairs)
+    # each epoch is its own permutation
+    assert pair_sets[0] != pair_sets[1]
+
+
+def test_full_batches_cover_every_pair_when_divisible():
+    dense = np.zeros((4, 6), np.float32)
+    dense[[0, 0, 1, 1, 2, 2, 3, 3], [0, 1, 1, 2, 3, 4, 5, 0]] = 1
+    train = sp.csr_matrix(dense)
+    stream = TrainingStream(train, SamplerSpec("uniform", batch_size=4, num_negatives=1), seed=0)
+    pairs = {(int(u), int(i)) for e in _elements(stream, num_steps=2) for u, i in zip(e["users"], e["positives"])}
+    assert pairs == set(zip(*train.nonzero()))
+
+
+@pytest.mark.parametrize("sampler", ["popular", "2stage"])
+def test_same_seed_same_stream_different_seed_different(train, sampler):
+    a = _elements(TrainingStream(train, _spec(sampler), seed=3), num_steps=4)
+    _assert_same(a, _elements(TrainingStream(train, _spec(sampler), seed=3), num_steps=4))
+    b = _elements(TrainingStream(train, _spec(sampler), seed=4), num_steps=4)
+    assert not all(np.array_equal(x["users"], y["users"]) for x, y in zip(a, b))
+    key = "candidates" if sampler == "2stage" else "negatives"
+    assert not all(np.array_equal(x[key], y[key]) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("sampler", ["uniform", "2stage"])
+def test_resume_equals_uninterrupted_stream(train, sampler):
+    stream = TrainingStream(train, _spec(sampler), seed=5)
+    nb = stream.batches_per_epoch
+    full = _elements(stream, 0, 2 * nb + 2)
+    for start in (3, nb - 1, nb, nb + 2):  # inside an epoch, across the boundary, at it, in epoch 2
+        _assert_same(_elements(stream, start, 3), full[start : start + 3])
+
+
+def test_negatives_are_never_positives(train):
+    dense = train.toarray() > 0
+    for sampler in ("uniform", "popular"):
+        stream = TrainingStream(train, _spec(sampler, num_negatives=5), seed=6)
+        for e in _elements(stream, num_steps=stream.batches_per_epoch):
+            assert not dense[e["users"][:, None], e["negatives"]].any()
+            assert e["negatives"].min() >= 0 and e["negatives"].max() < N_ITEMS
+
+
+def test_candidates_sorted_unique_and_mask_matches_dense(train):
+    dense = train.toarray() > 0
+    stream = TrainingStream(train, _spec("2stage", num_candidates=15), seed=7)
+    saw_positive = False
+    for e in _elements(stream, num_steps=stream.batches_per_epoch):
+        c = e["candidates"]
+        assert np.all(np.diff(c) > 0)  # sorted ascending and unique
+        assert c.min() >= 0 and c.max() < N_ITEMS
+        np.testing.assert_array_equal(e["candidate_is_positive"], dense[e["users"]][:, c])
+        saw_positive |= e["candidate_is_positive"].any()
+    assert saw_positive  # not vacuous
+
+
+def test_every_step_draws_with_its_own_seed(train):
+    # stage-1 candidates depend only on the step's seed: all distinct over two epochs (no seed reuse per epoch)
+    stream = TrainingStream(train, _spec("2stage"), seed=8)
+    nb = stream.batches_per_epoch
+    candidate_sets = {tuple(e["candidates"].tolist()) for e in _elements(stream, num_steps=2 * nb)}
+    assert len(candidate_sets) == 2 * nb

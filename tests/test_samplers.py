@@ -1,0 +1,398 @@
+"""Samplers against exact enumerated distributions and plain-Python references (fixed seeds, small sizes)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import tensorflow as tf
+from scipy import stats
+
+from cml_tf import samplers as S
+
+
+def _seed(a, b=0):
+    return tf.constant([a, b], tf.int64)
+
+
+def _chi2_pvalue(counts, probs):
+    counts = np.asarray(counts, np.float64)
+    expected = np.asarray(probs, np.float64) * counts.sum()
+    keep = expected > 0
+    assert counts[~keep].sum() == 0, "draws where the exact probability is 0"
+    stat = (((counts - expected) ** 2)[keep] / expected[keep]).sum()
+    return stats.chi2.sf(stat, df=keep.sum() - 1)
+
+
+def _many_without_replacement(sampler, num, n_seeds, base=7):
+    """[n_seeds, num] draws, one per seed (map_fn inside one tf.function: fast)."""
+    seeds = tf.stack([tf.fill([n_seeds], tf.constant(base, tf.int64)), tf.range(n_seeds, dtype=tf.int64)], 1)
+    fn = tf.function(
+        lambda s: tf.map_fn(
+            lambda sd: sampler.sample_without_replacement(num, sd),
+            s,
+            fn_output_signature=tf.TensorSpec([num], tf.int64),
+        )
+    )
+    return fn(seeds).numpy()
+
+
+def _random_csr(n_users, n_items, density, seed):
+    rng = np.random.default_rng(seed)
+    dense = rng.random((n_users, n_items)) < density
+    dense[0] = False  # a user without positives
+    return sp.csr_matrix(dense.astype(np.float32))
+
+
+# ----------------------------------------------------------------------------------------- popularity weights
+def test_popularity_log_weights_hand():
+    counts = np.array([0, 1, 3, 7])
+    np.testing.assert_allclose(S.popularity_log_weights(counts, 1.0), np.log([1, 2, 4, 8]))
+    np.testing.assert_allclose(S.popularity_log_weights(counts, 0.5, smoothing=2.0), 0.5 * np.log([2, 3, 5, 9]))
+    np.testing.assert_allclose(S.popularity_log_weights(counts, 0.0), 0.0)  # beta 0 -> uniform
+    w = S.popularity_log_weights(counts, 1.0, smoothing=0.0)
+    assert w[0] == -np.inf
+    np.testing.assert_allclose(w[1:], np.log([1, 3, 7]))
+
+
+def test_item_sampler_rejects_bad_weights():
+    with pytest.raises(ValueError, match="shape"):
+        S.ItemSampler(np.zeros(3), 4)
+    with pytest.raises(ValueError, match="positive sum"), np.errstate(invalid="ignore"):
+        S.ItemSampler(np.full(3, -np.inf), 3)
+
+
+# ----------------------------------------------------------------------------------------- with replacement
+def test_sample_with_replacement_follows_distribution():
+    counts = np.array([0, 0, 5, 1, 0, 10, 2, 0])
+    log_w = S.popularity_log_weights(counts, 1.0, smoothing=0.0)  # items 0, 1, 4, 7 never drawable
+    sampler = S.ItemSampler(log_w, 8)
+    draws = sampler.sample([200_000], _seed(3)).numpy()
+    assert draws.dtype == np.int64 and draws.shape == (200_000,)
+    freq = np.bincount(draws, minlength=8)
+    probs = counts / counts.sum()
+    assert freq[counts == 0].sum() == 0
+    assert _chi2_pvalue(freq, probs) > 1e-3
+    # and a detectably different distribution is rejected by the same check (the check can fail)
+    assert _chi2_pvalue(freq, np.array([0, 0, 5, 1.3, 0, 10, 2, 0]) / 18.3) < 1e-3
+
+
+def test_sample_with_replacement_uniform_and_shape():
+    sampler = S.ItemSampler(None, 6)
+    draws = sampler.sample([4, 50_000], _seed(4)).numpy()
+    assert draws.shape == (4, 50_000) and draws.min() >= 0 and draws.max() <= 5
+    assert _chi2_pvalue(np.bincount(draws.ravel(), minlength=6), np.full(6, 1 / 6)) > 1e-3
+
+
+def test_sample_is_seeded():
+    sampler = S.ItemSampler(np.log(np.arange(1.0, 51.0)), 50)
+    a = sampler.sample([100], _seed(1, 2)).numpy()
+    np.testing.assert_array_equal(a, sampler.sample([100], _seed(1, 2)).numpy())
+    assert not np.array_equal(a, sampler.sample([100], _seed(1, 3)).numpy())
+
+
+# ----------------------------------------------------------------------------------------- without replacement
+def _successive_pair_probs(w):
+    """Exact P(first = i, second = j) of successive sampling ∝ w, from the definition."""
+    w = np.asarray(w, np.float64)
+    total = w.sum()
+    probs = {}
+    for i, j in itertools.permutations(range(len(w)), 2):
+        probs[(i, j)] = w[i] / total * w[j] / (total - w[i])
+    return probs
+
+
+def test_without_replacement_gumbel_path_exact_pair_distribution():
+    w = np.array([5.0, 3.0, 1.0, 0.5, 0.5])
+    sampler = S.ItemSampler(np.log(w), 5)
+    assert sampler.n_items <= 32 * 2  # the Gumbel top-k path
+    draws = _many_without_replacement(sampler, 2, 20_000)
+    assert (draws[:, 0] != draws[:, 1]).all()
+    exact = _successive_pair_probs(w)
+    keys = sorted(exact)
+    counts = {k: 0 for k in keys}
+    for a, b in draws:
+        counts[(int(a), int(b))] += 1
+    assert _chi2_pvalue([counts[k] for k in keys], [exact[k] for k in keys]) > 1e-3
+    # not the i.i.d. distribution of the second draw: P(second = 0) is clearly below w0/W
+    p_second0 = sum(exact[(i, 0)] for i in range(1, 5))
+    assert np.mean(draws[:, 1] == 0) == pytest.approx(p_second0, abs=0.015)
+    assert abs(p_second0 - w[0] / w.sum()) > 0.1
+
+
+def test_without_replacement_gumbel_path_skips_zero_weight_items():
+    counts = np.array([0, 4, 0, 2, 1, 0])
+    sampler = S.ItemSampler(S.popularity_log_weights(counts, 1.0, smoothing=0.0), 6)
+    draws = _many_without_replacement(sampler, 3, 500)
+    assert set(np.unique(draws)) == {1, 3, 4}
+    with pytest.raises(ValueError, match="cannot draw 4 distinct"):
+        sampler.sample_without_replacement(4, _seed(0))
+
+
+def test_without_replacement_rejection_path_exact_distribution():
+    # 100 items > 32 * 3: the i.i.d. draws + tf.unique path
+    w = np.r_[[30.0, 20.0, 10.0, 5.0], np.full(96, 0.35)]
+    sampler = S.ItemSampler(np.log(w), 100)
+    assert sampler.n_items > 32 * 3
+    n = 20_000
+    draws = _many_without_replacement(sampler, 3, n)
+    assert draws.shape == (n, 3)
+    assert all(len(set(row)) == 3 for row in draws.tolist())
+    # exact successive-sampling probabilities of ordered triples, enumerated
+    W = w.sum()
+    p1 = w / W
+    p2 = p1[:, None] * w[None, :] / (W - w[:, None])
+    np.fill_diagonal(p2, 0.0)
+    rest = W - w[:, None, None] - w[None, :, None]
+    p3 = p2[:, :, None] * w[None, None, :] / rest
+    idx = np.arange(100)
+    p3[idx, :, idx] = 0.0
+    p3[:, idx, idx] = 0.0
+    assert p3.sum() == pytest.approx(1.0)
+    # first draw over categories {0, 1, 2, 3, other}
+    cat = np.minimum(np.arange(100), 4)
+    first_exact = np.bincount(cat, weights=p1, minlength=5)
+    first_emp = np.bincount(cat[draws[:, 0]], minlength=5)
+    assert _chi2_pvalue(first_emp, first_exact) > 1e-3
+    # ordered (first, second) category pairs
+    pair_exact = np.zeros((5, 5))
+    np.add.at(pair_exact, (cat[:, None], cat[None, :]), p2)
+    pair_emp = np.zeros((5, 5))
+    np.add.at(pair_emp, (cat[draws[:, 0]], cat[draws[:, 1]]), 1)
+    assert _chi2_pvalue(pair_emp.ravel(), pair_exact.ravel()) > 1e-3
+    # inclusion probabilities of the heavy items among the 3
+    incl = p3.sum(axis=(1, 2)) + p3.sum(axis=(0, 2)) + p3.sum(axis=(0, 1))
+    for item in range(4):
+        emp = np.mean((draws == item).any(axis=1))
+        se = np.sqrt(incl[item] * (1 - incl[item]) / n)
+        assert abs(emp - incl[item]) < 4 * se + 1e-3, (item, emp, incl[item])
+
+
+def test_without_replacement_rejection_path_uniform_and_seeded():
+    sampler = S.ItemSampler(None, 1000)
+    a = sampler.sample_without_replacement(20, _seed(5)).numpy()
+    assert a.shape == (20,) and len(set(a.tolist())) == 20 and a.min() >= 0 and a.max() < 1000
+    np.testing.assert_array_equal(a, sampler.sample_without_replacement(20, _seed(5)).numpy())
+    assert not np.array_equal(a, sampler.sample_without_replacement(20, _seed(6)).numpy())
+
+
+# ----------------------------------------------------------------------------------------- positive index
+def test_positive_index_contains_matches_set():
+    train = _random_csr(30, 40, 0.15, seed=0)
+    index = S.PositiveIndex(train)
+    pairs = {(u, i) for u, i in zip(*train.nonzero())}
+    rng = np.random.default_rng(1)
+    users = rng.integers(0, 30, size=(50, 7))
+    items = rng.integers(0, 40, size=(50, 7))
+    # include every real positive too
+    pu, pi = train.nonzero()
+    got = index.contains(tf.constant(users), tf.constant(items)).numpy()
+    ref = np.array([[(u, i) in pairs for u, i in zip(ru, ri)] for ru, ri in zip(users, items)])
+    assert got.shape == (50, 7)
+    np.testing.assert_array_equal(got, ref)
+    assert index.contains(tf.constant(pu), tf.constant(pi)).numpy().all()
+    # broadcasting a [B, 1] users against [B, K] items
+    b = index.contains(tf.constant(users[:, :1]), tf.constant(items)).numpy()
+    np.testing.assert_array_equal(b, [[(u[0], i) in pairs for i in ri] for u, ri in zip(users, items)])
+
+
+def test_positive_index_searchsorted_boundaries():
+    # queries below the first key, above the last key, and equal to both ends
+    dense = np.zeros((3, 4), np.float32)
+    dense[0, 1] = dense[2, 3] = 1
+    index = S.PositiveIndex(sp.csr_matrix(dense))
+    users = tf.constant([0, 0, 2, 2, 1])
+    items = tf.constant([0, 1, 3, 2, 3])
+    np.testing.assert_array_equal(index.contains(users, items).numpy(), [False, True, True, False, False])
+
+
+def test_positive_index_empty_matrix():
+    index = S.PositiveIndex(sp.csr_matrix((3, 4), dtype=np.float32))
+    assert not index.contains(tf.constant([[0, 1], [2, 2]]), tf.constant([[0, 3], [1, 2]])).numpy().any()
+
+
+def test_candidate_mask_matches_dense():
+    train = _random_csr(25, 60, 0.2, seed=2)
+    dense = train.toarray() > 0
+    index = S.PositiveIndex(train)
+    rng = np.random.default_rng(3)
+    users = rng.integers(0, 25, size=17)
+    users[0] = 0  # no positives
+    users[1] = users[2]  # repeated user
+    candidates = np.sort(rng.choice(60, size=15, replace=False))
+    got = index.candidate_mask(tf.constant(users), tf.constant(candidates)).numpy()
+    ref = dense[users][:, candidates]
+    assert got.shape == (17, 15) and got.dtype == bool
+    np.testing.assert_array_equal(got, ref)
+    assert ref.any()  # the check is not vacuous
+
+
+# ----------------------------------------------------------------------------------------- sample_negatives
+def test_sample_negatives_equals_first_non_positive_proposal():
+    train = _random_csr(20, 30, 0.3, seed=4)
+    dense = train.toarray() > 0
+    index = S.PositiveIndex(train)
+    sampler = S.ItemSampler(S.popularity_log_weights(np.asarray(train.sum(0)).ravel(), 1.0), 30)
+    users = np.arange(20)
+    seed = _seed(11, 3)
+    got = S.sample_negatives(sampler, index, tf.constant(users), 4, seed, draws=8).numpy()
+    proposals = sampler.sample(tf.constant([20, 4, 8]), seed).numpy()
+    ref = np.empty((20, 4), np.int64)
+    for b in range(20):
+        for k in range(4):
+            accepted = [p for p in proposals[b, k] if not dense[users[b], p]]
+            ref[b, k] = accepted[0] if accepted else proposals[b, k, -1]
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_sample_negatives_never_positive_and_seeded():
+    train = _random_csr(40, 50, 0.25, seed=5)
+    dense = train.toarray() > 0
+    index = S.PositiveIndex(train)
+    sampler = S.ItemSampler(None, 50)
+    users = tf.constant(np.repeat(np.arange(40), 5))
+    a = S.sample_negatives(sampler, index, users, 6, _seed(1), draws=32).numpy()
+    assert a.shape == (200, 6) and a.dtype == np.int64
+    assert not dense[users.numpy()[:, None], a].any()
+    np.testing.assert_array_equal(a, S.sample_negatives(sampler, index, users, 6, _seed(1), draws=32).numpy())
+    assert not np.array_equal(a, S.sample_negatives(sampler, index, users, 6, _seed(2), draws=32).numpy())
+
+
+def test_sample_negatives_distribution_is_renormalised_over_non_positives():
+    # one user with positives {0, 2}; popularity weights 1..5 -> negatives ∝ w restricted to {1, 3, 4}
+    train = sp.csr_matrix(np.array([[1, 0, 1, 0, 0]], np.float32))
+    index = S.PositiveIndex(train)
+    w = np.arange(1.0, 6.0)
+    sampler = S.ItemSampler(np.log(w), 5)
+    got = S.sample_negatives(sampler, index, tf.zeros([20_000], tf.int64), 1, _seed(9), draws=16).numpy().ravel()
+    probs = np.where([False, True, False, True, True], w, 0.0)
+    assert _chi2_pvalue(np.bincount(got, minlength=5), probs / probs.sum()) > 1e-3
+
+
+# ----------------------------------------------------------------------------------------- inverse density
+def test_inverse_density_logits_values():
+    s = np.array([-0.5, -1e-3, 0.0, 0.3, 0.8, 0.99], np.float32)
+    d = 10
+    got = S.inverse_density_logits(tf.constant(s), d).numpy()
+    assert np.isneginf(got[:2]).all()
+    ref = -((d - 3) / 2) * np.log(1 - s[2:].astype(np.float64) ** 2)
+    np.testing.assert_allclose(got[2:], ref, rtol=1e-5, atol=1e-7)
+    assert got[2] == 0.0
+    # monotone increasing in s >= 0: closer candidates are favoured
+    assert np.all(np.diff(got[2:]) > 0)
+
+
+def test_inverse_density_logits_clipped_at_one_and_no_overflow_d128():
+    s = tf.constant([0.5, 0.999, 0.99999, 1.0, 1.0000001], tf.float32)
+    got = S.inverse_density_logits(s, 128).numpy()
+    assert np.isfinite(got).all()
+    # the weights themselves overflow float32: exp(logit) is inf for s = 0.999 at d = 128
+    with np.errstate(over="ignore"):
+        assert np.isinf(np.exp(got[1].astype(np.float32)))
+    assert got[1] == pytest.approx(-62.5 * np.log(1 - 0.999**2), rel=1e-3)
+    assert got[3] == got[4] and got[3] >= got[2]  # values above the clip are clipped, not NaN
+
+
+# ----------------------------------------------------------------------------------------- two-stage select
+def _vectors_with_similarities(sims, d=8):
+    """A positive e1 and candidates with exact dot products ``sims`` with it (unit vectors)."""
+    sims = np.asarray(sims, np.float64)
+    pos = np.zeros(d)
+    pos[0] = 1.0
+    cands = np.zeros((len(sims), d))
+    cands[:, 0] = sims
+    cands[:, 1] = np.sqrt(1 - sims**2)
+    return pos.astype(np.float32), cands.astype(np.float32)
+
+
+def _tile_select(pos, cands, mask_row, rows, num, seed):
+    return S.two_stage_select(
+        tf.constant(np.tile(pos, (rows, 1))),
+        tf.constant(cands),
+        tf.constant(np.tile(mask_row, (rows, 1))),
+        num,
+        seed,
+    ).numpy()
+
+
+def test_two_stage_select_distribution_matches_softmax_of_valid():
+    sims = [0.9, 0.5, 0.0, -0.3, 0.7, 0.95]
+    pos, cands = _vectors_with_similarities(sims, d=8)
+    mask = np.array([False, False, False, False, False, True])  # the most similar one is a positive
+    picked = _tile_select(pos, cands, mask, 40_000, 1, _seed(21)).ravel()
+    # reference from the definition: p ∝ 1 / (1 - s^2)^((d-3)/2) over s >= 0, non-positive
+    s = np.array(sims)
+    w = np.where((s >= 0) & ~mask, (1 - s**2) ** (-(8 - 3) / 2), 0.0)
+    assert _chi2_pvalue(np.bincount(picked, minlength=6), w / w.sum()) > 1e-3
+    # a uniform choice over the valid candidates would be rejected by the same check
+    uniform = np.where((s >= 0) & ~mask, 1.0, 0.0)
+    assert _chi2_pvalue(np.bincount(picked, minlength=6), uniform / uniform.sum()) < 1e-6
+
+
+def test_two_stage_select_without_replacement_never_positive():
+    rng = np.random.default_rng(7)
+    b, c, d = 64, 20, 16
+    pos = rng.normal(size=(b, d))
+    cand = rng.normal(size=(c, d))
+    cand[:10] = pos[:1] + 0.3 * rng.normal(size=(10, d))  # several candidates with s >= 0
+    pos /= np.linalg.norm(pos, axis=1, keepdims=True)
+    cand /= np.linalg.norm(cand, axis=1, keepdims=True)
+    mask = rng.random((b, c)) < 0.4
+    picked = S.two_stage_select(
+        tf.constant(pos, tf.float32), tf.constant(cand, tf.float32), tf.constant(mask), 5, _seed(2)
+    ).numpy()
+    assert picked.shape == (b, 5)
+    assert all(len(set(row)) == 5 for row in picked.tolist())
+    assert not mask[np.arange(b)[:, None], picked].any()
+    # only s >= 0 candidates are drawn while at least 5 of them are valid in the row
+    s = pos @ cand.T
+    for r in range(b):
+        valid = (s[r] >= 0) & ~mask[r]
+        if valid.sum() >= 5:
+            assert valid[picked[r]].all(), r
+
+
+def test_two_stage_select_pairs_follow_successive_sampling():
+    sims = [0.9, 0.6, 0.2, 0.0]
+    pos, cands = _vectors_with_similarities(sims, d=6)
+    picked = _tile_select(pos, cands, np.zeros(4, bool), 30_000, 2, _seed(5))
+    w = (1 - np.array(sims) ** 2) ** (-(6 - 3) / 2)
+    exact = _successive_pair_probs(w)
+    keys = sorted(exact)
+    emp = {k: 0 for k in keys}
+    for a, b in picked.tolist():
+        emp[(a, b)] += 1
+    assert _chi2_pvalue([emp[k] for k in keys], [exact[k] for k in keys]) > 1e-3
+
+
+def test_two_stage_select_falls_back_to_uniform_over_non_positives():
+    sims = [-0.9, -0.5, -0.1, -0.7, -0.2]
+    pos, cands = _vectors_with_similarities(sims, d=8)
+    mask = np.array([False, True, False, False, False])
+    # many draws: a float32 offset so large that Gumbel keys tie (top_k then favours low indices) shows up here
+    picked = _tile_select(pos, cands, mask, 200_000, 1, _seed(8)).ravel()
+    counts = np.bincount(picked, minlength=5)
+    assert counts[1] == 0
+    assert _chi2_pvalue(counts, np.where(mask, 0.0, 0.25)) > 1e-3
+    # with too few non-positives, the remaining slots may be positives but never repeat an index
+    two = _tile_select(pos, cands, np.array([True, True, True, False, True]), 50, 2, _seed(9))
+    assert (two[:, 0] == 3).all() and (two[:, 1] != 3).all()
+
+
+def test_two_stage_select_mixes_valid_and_fallback_when_few_valid():
+    sims = [0.5, -0.2, -0.4, -0.6]
+    pos, cands = _vectors_with_similarities(sims, d=8)
+    picked = _tile_select(pos, cands, np.zeros(4, bool), 3000, 2, _seed(10))
+    assert (picked[:, 0] == 0).all()  # the only s >= 0 candidate always first
+    assert set(picked[:, 1].tolist()) == {1, 2, 3}  # the rest uniformly from the fallback
+
+
+def test_two_stage_select_depends_on_current_vectors():
+    pos, cands_a = _vectors_with_similarities([0.95, 0.1, 0.1], d=16)
+    _, cands_b = _vectors_with_similarities([0.1, 0.1, 0.95], d=16)
+    mask = np.zeros(3, bool)
+    a = _tile_select(pos, cands_a, mask, 2000, 1, _seed(3)).ravel()
+    b = _tile_select(pos, cands_b, mask, 2000, 1, _seed(3)).ravel()
+    assert np.mean(a == 0) > 0.95 and np.mean(b == 2) > 0.95
