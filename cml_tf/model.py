@@ -43,6 +43,7 @@ class CML(keras.Model):
         item_features: optional [n_items, F] scipy sparse features for CML+F.
         feature_l2_reg: weight of the CML+F feature loss.
         feature_hidden_dim, feature_dropout, feature_scale: CML+F MLP settings.
+        clip_norm: radius of the ball (geometry 'ball') and bound of the feature projections.
         seed: initialiser and sampling seed.
     """
 
@@ -62,8 +63,9 @@ class CML(keras.Model):
         item_features=None,
         feature_l2_reg: float = 0.1,
         feature_hidden_dim: int = 512,
-        feature_dropout: float = 0.3,
-        feature_scale: float = 0.5,
+        feature_dropout: float = 0.0,
+        feature_scale: float = 1.0,
+        clip_norm: float = 1.0,
         seed: int = 0,
         **kwargs,
     ):
@@ -80,7 +82,11 @@ class CML(keras.Model):
         self.feature_l2_reg = float(feature_l2_reg)
         self.seed = int(seed)
         stddev = init_stddev if init_stddev is not None else 1.0 / np.sqrt(embedding_dim)
-        constraint = keras.constraints.MaxNorm(1.0, axis=1) if (geometry == "ball" and dense_constraint) else None
+        self.init_stddev = float(stddev)
+        self.clip_norm = float(clip_norm)
+        constraint = (
+            keras.constraints.MaxNorm(self.clip_norm, axis=1) if (geometry == "ball" and dense_constraint) else None
+        )
         self.user_embedding = keras.layers.Embedding(
             self.n_users,
             self.embedding_dim,
@@ -97,10 +103,20 @@ class CML(keras.Model):
         )
         self.user_embedding.build((None,))
         self.item_embedding.build((None,))
+        if geometry == "ball":
+            # start inside the ball: the lazy optimizers then keep every row there by clipping the rows they move
+            for layer in (self.user_embedding, self.item_embedding):
+                layer.embeddings.assign(tf.clip_by_norm(layer.embeddings, self.clip_norm, axes=[1]))
         self.normalize = keras.layers.UnitNormalization(axis=-1) if geometry == "sphere" else None
         self.feature_projection = (
             ItemFeatureProjection(
-                item_features, self.embedding_dim, feature_hidden_dim, feature_dropout, feature_scale, seed=self.seed
+                item_features,
+                self.embedding_dim,
+                feature_hidden_dim,
+                feature_dropout,
+                feature_scale,
+                clip_norm=self.clip_norm,
+                seed=self.seed,
             )
             if item_features is not None
             else None
@@ -108,6 +124,9 @@ class CML(keras.Model):
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.hinge_tracker = keras.metrics.Mean(name="hinge")
         self.gor_tracker = keras.metrics.Mean(name="gor")
+        # Every weight exists now: mark the model built, so `fit` skips its symbolic build (which cannot trace a
+        # distributed dataset's per-replica inputs).
+        self.built = True
 
     # ----------------------------------------------------------------------------------------------- geometry
     def _geometry(self, x):
@@ -146,6 +165,14 @@ class CML(keras.Model):
         return -L.squared_distances(self.user_vectors(inputs["users"]), self.item_vectors(inputs["items"]))
 
     # ----------------------------------------------------------------------------------------------- training
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras' TF trainer, under a strategy, pulls a first distributed batch and MEAN-reduces it before building
+        # symbolically: that fails on bool inputs (candidate masks) and on nested inputs with
+        # MultiWorkerMirroredStrategy. Every weight of this model exists after __init__ and `optimizer.build`.
+        if self.built and (self.optimizer is None or self.optimizer.built):
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     @property
     def metrics(self):
         return [self.loss_tracker, self.hinge_tracker, self.gor_tracker]
@@ -187,18 +214,59 @@ class CML(keras.Model):
         if self.use_rank_weight:
             per_pair = per_pair * L.warp_rank_weight(d_pos, d_neg, self.margin, self.n_items)
         hinge = tf.reduce_sum(per_pair)
-        # Terms that are means (not sums over the batch) are divided by the number of replicas: Keras sums the
-        # replicas' gradients, so the global objective is Σ_replicas hinge + λ·mean-term, whatever the replicas.
-        replicas = tf.cast(tf.distribute.get_strategy().num_replicas_in_sync, hinge.dtype)
+        context = tf.distribute.get_replica_context()  # None in cross-replica context: a whole-batch call
+        if context is not None and context.num_replicas_in_sync > 1:
+            return self._distributed_losses(context, users, p, n, hinge, training)
         gor = L.global_orthogonal_regularization(p, n) if self.gor_weight > 0 else tf.constant(0.0)
-        total = hinge + self.gor_weight * gor / replicas
+        total = hinge + self.gor_weight * gor
+        if self.cov_loss_weight > 0:
+            all_u, all_v = self.embeddings()
+            total += self.cov_loss_weight * L.covariance_loss(tf.concat([all_v, all_u], axis=0))
+        if self.feature_projection is not None:
+            projections = self.feature_projection(training=training)
+            total += self.feature_l2_reg * L.feature_loss(self.embeddings()[1], projections)
+        return {"total": total, "hinge": hinge, "gor": gor}
+
+    def _distributed_losses(self, context, users, p, n, hinge, training) -> dict:
+        """`compute_losses` on one of R > 1 replicas, each holding B/R rows of the global batch of B.
+
+        Keras all-reduces the replicas' gradients with SUM, so each replica's ``total`` is chosen such that the
+        summed gradients are the gradient of the single-device objective on the global batch:
+
+        * the hinge is a sum over rows: the replica's own sum;
+        * GOR is a function of batch MEANS (m1, m2), not a sum: the replica computes it from the global moments
+          (its own sums plus the other replicas', all-reduced, the latter without gradient), undivided: the
+          replicas' gradients then add up to exactly ∇ GOR(global batch);
+        * terms over whole tables (covariance, CML+F feature loss) are the same on every replica: divided by R.
+
+        ``hinge`` and ``gor`` are returned for the GLOBAL batch (for logging; identical on every replica).
+        """
+        replicas = context.num_replicas_in_sync
+        dtype = hinge.dtype
+        local = [hinge, tf.cast(tf.shape(users)[0], dtype)]
+        if self.gor_weight > 0:
+            dots = tf.reduce_sum(p[:, None, :] * n, axis=-1)  # [b, N]
+            local += [tf.reduce_sum(dots), tf.reduce_sum(tf.square(dots)), tf.cast(tf.size(dots), dtype)]
+        local = tf.stack(local)
+        global_ = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.stop_gradient(local))
+        # the global sums, with the gradient of this replica's own part
+        summed = local + tf.stop_gradient(global_ - local)
+        total = hinge
+        gor = tf.constant(0.0, dtype)
+        if self.gor_weight > 0:
+            m1, m2 = summed[2] / summed[4], summed[3] / summed[4]
+            d = tf.cast(tf.shape(p)[-1], dtype)
+            gor = tf.square(m1) + tf.nn.relu(m2 - 1.0 / d)
+            total += self.gor_weight * gor
         if self.cov_loss_weight > 0:
             all_u, all_v = self.embeddings()
             total += self.cov_loss_weight * L.covariance_loss(tf.concat([all_v, all_u], axis=0)) / replicas
         if self.feature_projection is not None:
             projections = self.feature_projection(training=training)
             total += self.feature_l2_reg * L.feature_loss(self.embeddings()[1], projections) / replicas
-        return {"total": total, "hinge": hinge, "gor": gor}
+        # the global objective's value, for logging: Σ hinge + λ·GOR + table terms (counted once)
+        loss = tf.stop_gradient(global_[0] + (total - hinge))
+        return {"total": total, "hinge": global_[0], "gor": gor, "loss": loss, "batch": global_[1]}
 
     def train_step(self, data):
         users, positives = data["users"], data["positives"]
@@ -208,20 +276,29 @@ class CML(keras.Model):
         variables = self.trainable_variables
         gradients = tape.gradient(terms["total"], variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
-        batch = tf.cast(tf.shape(users)[0], terms["total"].dtype)
-        self.loss_tracker.update_state(terms["total"] / batch)
+        batch = terms.get("batch", tf.cast(tf.shape(users)[0], terms["total"].dtype))
+        self.loss_tracker.update_state(terms.get("loss", terms["total"]) / batch)
         self.hinge_tracker.update_state(terms["hinge"] / batch)
         self.gor_tracker.update_state(terms["gor"])
-        return {m.name: m.result() for m in self.metrics}
+        return self._step_outputs()
+
+    def _step_outputs(self) -> dict:
+        outputs = {m.name: m.result() for m in self.metrics}
+        strategy = tf.distribute.get_strategy()
+        multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        if multi_worker and strategy.extended._in_multi_worker_mode():
+            # Keras reduces multi-worker step outputs with strategy.reduce(MEAN, axis=0), which rejects scalars
+            outputs = {name: tf.reshape(value, [1]) for name, value in outputs.items()}
+        return outputs
 
     def test_step(self, data):
         users, positives = data["users"], data["positives"]
         terms = self.compute_losses(users, positives, self.select_negatives(data), training=False)
-        batch = tf.cast(tf.shape(users)[0], terms["total"].dtype)
-        self.loss_tracker.update_state(terms["total"] / batch)
+        batch = terms.get("batch", tf.cast(tf.shape(users)[0], terms["total"].dtype))
+        self.loss_tracker.update_state(terms.get("loss", terms["total"]) / batch)
         self.hinge_tracker.update_state(terms["hinge"] / batch)
         self.gor_tracker.update_state(terms["gor"])
-        return {m.name: m.result() for m in self.metrics}
+        return self._step_outputs()
 
     def get_config(self):
         return {
@@ -234,5 +311,8 @@ class CML(keras.Model):
             "gor_weight": self.gor_weight,
             "use_rank_weight": self.use_rank_weight,
             "cov_loss_weight": self.cov_loss_weight,
+            "init_stddev": self.init_stddev,
+            "clip_norm": self.clip_norm,
+            "feature_l2_reg": self.feature_l2_reg,
             "seed": self.seed,
         }

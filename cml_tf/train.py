@@ -21,49 +21,82 @@ from cml_tf.interactions import DataError
 
 _D = Config()
 
-flags.DEFINE_enum("preset", "paper", sorted(PRESETS), "Starting point for every other flag: the paper's settings "
-                  "or CollMetric's CML.py. Flags given explicitly override the preset.")
-flags.DEFINE_enum("split", _D.split, ["kfold", "original"], "kfold: per-user K-fold (--fold of --num_folds); "
-                  "original: CollMetric's per-user 3:1:1 train/valid/test.")
+flags.DEFINE_enum(
+    "preset",
+    "paper",
+    sorted(PRESETS),
+    "Starting point for every other flag: the paper's settings "
+    "or CollMetric's CML.py. Flags given explicitly override the preset.",
+)
+flags.DEFINE_enum(
+    "split",
+    _D.split,
+    ["kfold", "original"],
+    "kfold: per-user K-fold (--fold of --num_folds); original: CollMetric's per-user 3:1:1 train/valid/test.",
+)
 flags.DEFINE_integer("num_folds", _D.num_folds, "K of the per-user K-fold split.")
 flags.DEFINE_integer("fold", _D.fold, "Which fold is the test set (0-based).")
-flags.DEFINE_float("valid_fraction", _D.valid_fraction, "Fraction of each user's training items held out for "
-                   "validation (kfold split).")
+flags.DEFINE_float(
+    "valid_fraction", _D.valid_fraction, "Fraction of each user's training items held out for validation (kfold split)."
+)
 flags.DEFINE_string("sampler", _D.sampler, "Negative sampler: uniform, popular or 2stage.")
 flags.DEFINE_integer("batch_size", _D.batch_size, "Positive pairs per step.")
 flags.DEFINE_integer("num_negatives", _D.num_negatives, "|N_ij|: negatives per positive pair.")
 flags.DEFINE_integer("num_candidates", _D.num_candidates, "C: stage-1 candidates per batch (2stage).")
 flags.DEFINE_float("beta", _D.beta, "Popularity exponent β of the popular and 2-stage samplers.")
-flags.DEFINE_float("popularity_smoothing", _D.popularity_smoothing, "Added to item counts before ^β; 0 never "
-                   "draws items absent from training (the original's behaviour).")
+flags.DEFINE_float(
+    "popularity_smoothing",
+    _D.popularity_smoothing,
+    "Added to item counts before ^β; 0 never draws items absent from training (the original's behaviour).",
+)
 flags.DEFINE_integer("embedding_dim", _D.embedding_dim, "d.")
 flags.DEFINE_float("margin", _D.margin, "Hinge margin α.")
 flags.DEFINE_float("learning_rate", _D.learning_rate, "Learning rate.")
 flags.DEFINE_string("optimizer", _D.optimizer, "adam (paper), adagrad (CollMetric) or sgd.")
-flags.DEFINE_bool("sparse_updates", _D.sparse_updates, "Lazy row-sparse optimizer updates (O(batch) per step); "
-                  "--nosparse_updates uses Keras' exact dense optimizer (O(catalog) per step).")
-flags.DEFINE_float("gor_weight", None, "λ_g of Global Orthogonal Regularisation; default the paper's: 0.01 for "
-                   "|N_ij| in {1, 2}, 0.001 otherwise; 0 disables.")
-flags.DEFINE_string("geometry", _D.geometry, "sphere (paper: unit-normalised rows) or ball (CollMetric: rows "
-                    "clipped to norm <= 1).")
+flags.DEFINE_bool(
+    "sparse_updates",
+    _D.sparse_updates,
+    "Lazy row-sparse optimizer updates (O(batch) per step); "
+    "--nosparse_updates uses Keras' exact dense optimizer (O(catalog) per step).",
+)
+flags.DEFINE_float(
+    "gor_weight",
+    None,
+    "λ_g of Global Orthogonal Regularisation; default the paper's: 0.01 for "
+    "|N_ij| in {1, 2}, 0.001 otherwise; 0 disables.",
+)
+flags.DEFINE_string(
+    "geometry", _D.geometry, "sphere (paper: unit-normalised rows) or ball (CollMetric: rows clipped to norm <= 1)."
+)
 flags.DEFINE_bool("use_rank_weight", _D.use_rank_weight, "CollMetric's WARP rank weight log(rank + 1).")
 flags.DEFINE_float("cov_loss_weight", _D.cov_loss_weight, "Covariance loss weight (0 disables).")
 flags.DEFINE_float("init_stddev", None, "Std of the normal embedding initialiser (default 1/sqrt(d)).")
 flags.DEFINE_string("features", None, "CML+F item features: 'tags' (citeulike-t tag-item.dat beside users.dat).")
 flags.DEFINE_integer("feature_min_count", _D.feature_min_count, "CML+F: keep tags used at least this many times.")
 flags.DEFINE_float("feature_l2_reg", _D.feature_l2_reg, "CML+F: feature loss weight.")
+flags.DEFINE_float("feature_scale", _D.feature_scale, "CML+F: projection scale (applied before the clip).")
+flags.DEFINE_float("feature_dropout", _D.feature_dropout, "CML+F: dropout on the MLP's hidden layer.")
+flags.DEFINE_integer("feature_hidden_dim", _D.feature_hidden_dim, "CML+F: hidden units of the MLP.")
+flags.DEFINE_float(
+    "clip_norm", _D.clip_norm, "Radius of the ball (--geometry=ball) and bound of the CML+F projections."
+)
 flags.DEFINE_float("epochs", _D.epochs, "Passes over the training pairs (ignored when --max_steps is set).")
 flags.DEFINE_integer("max_steps", None, "Training steps (overrides --epochs).")
 flags.DEFINE_integer("eval_every", _D.eval_every, "Validation evaluation (and checkpoint) every N steps.")
 flags.DEFINE_integer("eval_users", None, "Evaluate a seeded sample of this many validation users (default all).")
 flags.DEFINE_integer("k", _D.k, "Cut-off of the ranking metrics.")
-flags.DEFINE_integer("early_stopping_patience", _D.early_stopping_patience, "Stop after this many evaluations "
-                     "without a better validation NDCG@k (0: never).")
-flags.DEFINE_integer("steps_per_execution", _D.steps_per_execution, "Training steps per compiled call "
-                     "(amortises Python overhead; results do not depend on it).")
+flags.DEFINE_integer(
+    "early_stopping_patience",
+    _D.early_stopping_patience,
+    "Stop after this many evaluations without a better validation NDCG@k (0: never).",
+)
+flags.DEFINE_integer(
+    "steps_per_execution",
+    _D.steps_per_execution,
+    "Training steps per compiled call (amortises Python overhead; results do not depend on it).",
+)
 flags.DEFINE_integer("seed", _D.seed, "Seed of every random operation (split, init, sampling).")
-flags.DEFINE_string("strategy", _D.strategy, "tf.distribute strategy: default, mirrored or multi_worker "
-                    "(TF_CONFIG).")
+flags.DEFINE_string("strategy", _D.strategy, "tf.distribute strategy: default, mirrored or multi_worker (TF_CONFIG).")
 flags.DEFINE_string("model_dir", None, "Run directory (default runs/<dataset>-<sampler>-b<batch>-n<neg>-f<fold>).")
 flags.DEFINE_bool("overwrite", False, "Discard an existing run in --model_dir instead of resuming it.")
 flags.DEFINE_integer("verbose", 1, "1: progress bar; 2: one line per evaluation; 0: silent.")

@@ -32,9 +32,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cml_tf import datasets
+from cml_tf import datasets, distribute
 from cml_tf.config import Config
 from cml_tf.evaluation import Evaluator
+from cml_tf.features import initialise_items_from_features
 from cml_tf.interactions import Interactions
 from cml_tf.io import save_npy_atomic, write_json_atomic, write_text_atomic
 from cml_tf.model import CML
@@ -92,9 +93,12 @@ def item_features(config: Config, interactions: Interactions):
 
 
 # --------------------------------------------------------------------------------------------------- model
-def build_model(config: Config, n_users: int, n_items: int, features=None) -> CML:
+def build_model(config: Config, n_users: int, n_items: int, features=None, steps_per_execution: int = 1) -> CML:
     """The compiled CML model and its optimizer for a config (call under the strategy's scope)."""
     ball = config.geometry == "ball"
+    # The lazy optimizers clip the rows a sparse gradient touched. Terms over whole tables (CML+F's feature loss,
+    # the covariance loss) make the gradients dense, which takes Keras' dense path: then clip with the constraint.
+    dense_gradients = not config.sparse_updates or features is not None or config.cov_loss_weight > 0
     model = CML(
         n_users,
         n_items,
@@ -106,31 +110,29 @@ def build_model(config: Config, n_users: int, n_items: int, features=None) -> CM
         use_rank_weight=config.use_rank_weight,
         cov_loss_weight=config.cov_loss_weight,
         init_stddev=config.init_stddev,
-        dense_constraint=ball and not config.sparse_updates,
+        dense_constraint=ball and dense_gradients,
         item_features=features,
         feature_l2_reg=config.feature_l2_reg,
         feature_hidden_dim=config.feature_hidden_dim,
         feature_dropout=config.feature_dropout,
         feature_scale=config.feature_scale,
+        clip_norm=config.clip_norm,
         seed=config.seed,
     )
     optimizer = make_optimizer(
-        config.optimizer, config.learning_rate, sparse=config.sparse_updates, max_row_norm=1.0 if ball else None
+        config.optimizer,
+        config.learning_rate,
+        sparse=config.sparse_updates,
+        max_row_norm=config.clip_norm if ball else None,
     )
-    model.compile(optimizer=optimizer)
+    model.compile(optimizer=optimizer, steps_per_execution=steps_per_execution)
     optimizer.build(model.trainable_variables)
     return model
 
 
 def get_strategy(name: str) -> tf.distribute.Strategy:
-    """The tf.distribute strategy for ``--strategy``."""
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"--strategy: unknown strategy {name!r}; expected default, mirrored or multi_worker")
+    """The tf.distribute strategy for ``--strategy`` (see `cml_tf.distribute.make_strategy`)."""
+    return distribute.make_strategy(name)
 
 
 # --------------------------------------------------------------------------------------------------- run dir
@@ -161,8 +163,9 @@ def _prepare_run_dir(config: Config, model_dir: str, overwrite: bool) -> None:
         with open(path, encoding="utf-8") as f:
             saved = json.load(f)
         current = json.loads(json.dumps(config.to_dict()))
-        if saved != current:
-            diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        # where the data lives does not change a run: a moved checkout may resume it
+        diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k != "data_path")
+        if diff:
             raise RunError(
                 f"--model_dir={model_dir} holds a run with a different config (differs in: {', '.join(diff)}); "
                 "use another --model_dir, or --overwrite to start afresh"
@@ -275,46 +278,72 @@ def train(
     """
     config = config.resolved()
     config.validate()
-    _prepare_run_dir(config, model_dir, overwrite)
+    # first: the multi-worker strategy configures the runtime, which must happen before other TensorFlow work
+    strategy = get_strategy(config.strategy)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ValueError(f"--batch_size={config.batch_size} must be divisible by the {replicas} replicas")
+    # Only the chief writes model_dir; other workers write a temporary copy (Keras' multi-worker pattern).
+    chief = distribute.is_chief(strategy)
+    run_dir = distribute.write_dir(model_dir, strategy)
+    if not chief and os.path.isdir(run_dir):
+        import shutil
+
+        shutil.rmtree(run_dir)
     results_path = os.path.join(model_dir, "results.json")
-    if os.path.exists(results_path):
+    finished = os.path.exists(results_path) and not overwrite
+    distribute.agree(strategy, [finished], "whether the run in --model_dir is finished")
+    if chief or not finished:
+        _prepare_run_dir(config, run_dir, overwrite or not chief)
+    if finished:
         with open(results_path, encoding="utf-8") as f:
             return json.load(f)
 
     keras.utils.set_random_seed(config.seed)
     interactions, split = data if data is not None else load_data(config)
     n_users, n_items = interactions.n_users, interactions.n_items
-    strategy = get_strategy(config.strategy)
-    replicas = strategy.num_replicas_in_sync
-    if config.batch_size % replicas:
-        raise ValueError(f"--batch_size={config.batch_size} must be divisible by the {replicas} replicas")
+    # One stream at the GLOBAL batch size; distributed, each replica gets its slice of every global batch.
     spec = SamplerSpec(
         sampler=config.sampler,
-        batch_size=config.batch_size // replicas,
+        batch_size=config.batch_size,
         num_negatives=config.num_negatives,
         num_candidates=config.num_candidates,
         beta=config.beta,
         popularity_smoothing=config.popularity_smoothing,
     )
     stream = TrainingStream(split.train, spec, seed=config.seed)
-    with strategy.scope():
-        model = build_model(config, n_users, n_items, item_features(config, interactions))
-
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
-    manager = tf.train.CheckpointManager(checkpoint, os.path.join(model_dir, "checkpoints"), max_to_keep=2)
-    best_manager = tf.train.CheckpointManager(checkpoint, os.path.join(model_dir, "best"), max_to_keep=1)
-    start_step = 0
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        start_step = int(model.optimizer.iterations.numpy())
-        log.info("resumed %s at step %d", model_dir, start_step)
-    metrics_path = os.path.join(model_dir, "metrics.csv")
-    rows = [r for r in read_metrics_csv(metrics_path) if r["step"] <= start_step]
-
     pairs = split.train.nnz
     total_steps = config.max_steps or math.ceil(config.epochs * pairs / config.batch_size)
     eval_every = min(config.eval_every, total_steps)
+    # Keras runs whole executions: round the evaluation period up to a multiple of the steps per execution.
+    spe = min(config.steps_per_execution, eval_every)
+    if config.strategy != "default" and spe > 1:
+        # Keras 3 runs steps 2.. of an execution inside a tf.cond, where the merge_call of the gradient all-reduce
+        # fails ("You must feed a value for placeholder tensor", keras-team/keras#19246): one step per call.
+        log.info("--strategy=%s: --steps_per_execution=%d ignored (Keras 3 supports only 1 here)", config.strategy, spe)
+        spe = 1
+    eval_every = math.ceil(eval_every / spe) * spe
     num_periods = math.ceil(total_steps / eval_every)
+    with strategy.scope():
+        model = build_model(config, n_users, n_items, item_features(config, interactions), steps_per_execution=spe)
+
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(run_dir, "checkpoints"), max_to_keep=2)
+    best_manager = tf.train.CheckpointManager(checkpoint, os.path.join(run_dir, "best"), max_to_keep=1)
+    start_step = 0
+    # every worker resumes from the chief's checkpoint (a shared file system; on one process: our own)
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")) if chief or not overwrite else None
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+        start_step = int(model.optimizer.iterations.numpy())
+        log.info("resumed %s at step %d", model_dir, start_step)
+    elif model.feature_projection is not None:
+        # CML+F starts every item at its feature projection, as CollMetric's optimize() does
+        initialise_items_from_features(model)
+    distribute.agree(strategy, [start_step], "the step to resume from")
+    metrics_path = os.path.join(model_dir, "metrics.csv")
+    rows = [r for r in read_metrics_csv(metrics_path) if r["step"] <= start_step] if latest else []
+
     done_periods = start_step // eval_every
 
     valid_evaluator = None
@@ -324,19 +353,20 @@ def train(
             rng = np.random.default_rng(config.seed)
             valid_users = np.sort(rng.choice(valid_users, config.eval_users, replace=False))
         valid_evaluator = Evaluator(split.train, split.valid, k=config.k, users=valid_users)
+        valid_evaluator = distribute.evaluator_for(valid_evaluator, strategy)
 
     callbacks: list[keras.callbacks.Callback] = [
         EvaluationCheckpoint(
             evaluator=valid_evaluator,
             config=config,
-            model_dir=model_dir,
+            model_dir=run_dir,
             checkpoint=checkpoint,
             manager=manager,
             best_manager=best_manager,
             rows=rows,
             pairs_per_epoch=pairs,
         ),
-        keras.callbacks.TensorBoard(os.path.join(model_dir, "tensorboard"), update_freq="epoch", write_graph=False),
+        keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), update_freq="epoch", write_graph=False),
     ]
     if config.early_stopping_patience and valid_evaluator is not None:
         monitor = f"val_ndcg@{config.k}"
@@ -350,14 +380,13 @@ def train(
         )
     stopped_early = done_periods and config.early_stopping_patience and _patience_exhausted(rows, config)
     if done_periods < num_periods and not stopped_early:
-        if replicas > 1:
-            dataset = strategy.distribute_datasets_from_function(
-                lambda ctx: _replica_stream(split.train, spec, config.seed, ctx).dataset(
-                    start_step=done_periods * eval_every
-                )
-            )
+        # A finite stream that ends exactly at total_steps: Keras stops the last (shorter) period when the input
+        # runs out, even mid-execution, and still validates at its end, so every run trains exactly total_steps.
+        first = done_periods * eval_every
+        if config.strategy != "default":
+            dataset = distribute.distributed_dataset(strategy, stream, start_step=first, num_steps=total_steps - first)
         else:
-            dataset = stream.dataset(start_step=done_periods * eval_every)
+            dataset = stream.dataset(start_step=first, num_steps=total_steps - first)
         model.fit(
             dataset,
             epochs=num_periods,
@@ -367,7 +396,14 @@ def train(
             verbose=verbose,
         )
 
-    return finish(config, model_dir, model, checkpoint, best_manager, interactions, split)
+    if chief:
+        return finish(config, model_dir, model, checkpoint, best_manager, interactions, split, strategy=strategy)
+    # other workers take part in the (collective) test evaluation, keep their final embeddings, drop the rest
+    if not best_manager.latest_checkpoint:
+        best_manager = tf.train.CheckpointManager(checkpoint, os.path.join(model_dir, "best"), max_to_keep=1)
+    results = finish(config, run_dir, model, checkpoint, best_manager, interactions, split, strategy=strategy)
+    distribute.remove_worker_dir(run_dir)
+    return results
 
 
 def _patience_exhausted(rows: list[dict], config: Config) -> bool:
@@ -379,13 +415,11 @@ def _patience_exhausted(rows: list[dict], config: Config) -> bool:
     return len(values) - 1 - best_at >= config.early_stopping_patience
 
 
-def _replica_stream(train, spec: SamplerSpec, seed: int, ctx: tf.distribute.InputContext) -> TrainingStream:
-    """Each input pipeline gets its own seed, hence its own pairs and stage-1 candidates."""
-    return TrainingStream(train, spec, seed=seed * 1000 + ctx.input_pipeline_id)
+def finish(config, model_dir, model, checkpoint, best_manager, interactions, split, strategy=None) -> dict:
+    """Restores the best checkpoint, evaluates it on the test set, writes embeddings and results.json.
 
-
-def finish(config, model_dir, model, checkpoint, best_manager, interactions, split) -> dict:
-    """Restores the best checkpoint, evaluates it on the test set, writes embeddings and results.json."""
+    With a ``strategy`` of several replicas the test users are sharded across them (every worker must call this).
+    """
     rows = read_metrics_csv(os.path.join(model_dir, "metrics.csv"))
     if best_manager.latest_checkpoint:
         checkpoint.restore(best_manager.latest_checkpoint).expect_partial()
@@ -393,6 +427,8 @@ def finish(config, model_dir, model, checkpoint, best_manager, interactions, spl
     user_vectors, item_vectors = (np.asarray(t) for t in model.embeddings())
     seen = (split.train + split.valid).tocsr()
     test_evaluator = Evaluator(seen, split.test, k=config.k, item_popularity=np.asarray(split.train.sum(0)).ravel())
+    if strategy is not None:
+        test_evaluator = distribute.evaluator_for(test_evaluator, strategy)
     test = test_evaluator.evaluate(user_vectors, item_vectors)
     emb_dir = os.path.join(model_dir, "embeddings")
     save_npy_atomic(os.path.join(emb_dir, "user_embeddings.npy"), user_vectors)

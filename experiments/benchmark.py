@@ -120,8 +120,10 @@ def main(argv=None) -> None:
 
     import tensorflow as tf
 
-    print(f"# cml_tf benchmark — {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"TF {tf.__version__}, {time.strftime('%Y-%m-%d')}\n")
+    print(
+        f"# cml_tf benchmark — {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"TF {tf.__version__}, {time.strftime('%Y-%m-%d')}\n"
+    )
     print(f"command: python experiments/benchmark.py {' '.join(argv if argv is not None else sys.argv[1:])}\n")
 
     if "train" in parts:
@@ -151,8 +153,12 @@ def main(argv=None) -> None:
                     base = next(
                         x for x in rows if x["items"] == lo and all(x[k] == r[k] for k in ("sampler", "|N|", "batch"))
                     )
-                    ratios.append({**{k: r[k] for k in ("sampler", "|N|", "batch")},
-                                   "ratio": r["ms_per_step"] / base["ms_per_step"]})
+                    ratios.append(
+                        {
+                            **{k: r[k] for k in ("sampler", "|N|", "batch")},
+                            "ratio": r["ms_per_step"] / base["ms_per_step"],
+                        }
+                    )
             print(table(ratios, ["sampler", "|N|", "batch", "ratio"]))
         print()
 
@@ -167,8 +173,14 @@ def main(argv=None) -> None:
                 print(f"(speed floor skipped: {FLOOR} not found)\n")
                 break
             f = float(np.median([floor["pairs_per_s"], floor_again["pairs_per_s"]]))
-            rows.append({"items": n_items, "floor_pairs_per_s": f, "cml_tf_pairs_per_s": ours["pairs_per_s"],
-                         "cml_tf / floor": ours["pairs_per_s"] / f})
+            rows.append(
+                {
+                    "items": n_items,
+                    "floor_pairs_per_s": f,
+                    "cml_tf_pairs_per_s": ours["pairs_per_s"],
+                    "cml_tf / floor": ours["pairs_per_s"] / f,
+                }
+            )
         if rows:
             print("## 2-stage training (d=128, B=256, C=2000, |N|=1) against the bare-TF floor (target >= 0.60)\n")
             print(table(rows, ["items", "floor_pairs_per_s", "cml_tf_pairs_per_s", "cml_tf / floor"]))

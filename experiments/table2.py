@@ -70,7 +70,9 @@ QUICK_DATA_PATH = os.path.join(ROOT, "..", "shared", "data", "citeulike-t")
 QUICK_PAIRS_PER_RUN = 1_200_000
 QUICK_EVALS_PER_RUN = 5
 QUICK_EVAL_USERS = 1000
-QUICK_LEARNING_RATE = None  # the Config default: the paper's Adam lr 1e-4 (with the sphere's small init, see cml_tf.config)
+QUICK_LEARNING_RATE = (
+    None  # the Config default: the paper's Adam lr 1e-4 (with the sphere's small init, see cml_tf.config)
+)
 QUICK_BASELINE_TRIALS = 8
 
 REC_USERS = 1000

@@ -70,8 +70,13 @@ def test_ball_geometry_with_lazy_max_norm_keeps_touched_rows_in_ball():
     )
     model = build_model(config, N_USERS, N_ITEMS + 4)  # items 16-19 are never in a batch
     assert model.optimizer.max_row_norm == 1.0
+    # the model starts inside the ball; push every row out to see that exactly the touched rows are clipped back
+    assert np.linalg.norm(model.item_embedding.embeddings.numpy(), axis=1).max() <= 1.0 + 1e-6
+    rng = np.random.default_rng(0)
+    for layer in (model.user_embedding, model.item_embedding):
+        layer.embeddings.assign(rng.normal(size=layer.embeddings.shape).astype(np.float32) * 2)
     before = model.item_embedding.embeddings.numpy().copy()
-    assert (np.linalg.norm(before, axis=1) > 1.0).all()  # stddev 1 in d = 8: every row starts outside the ball
+    assert (np.linalg.norm(before, axis=1) > 1.0).all()
     stream = TrainingStream(_tiny_train(), SamplerSpec("uniform", batch_size=8, num_negatives=2), seed=0)
     ds = stream.dataset(0, 10)
     model.fit(stream.dataset(0), epochs=1, steps_per_epoch=10, verbose=0, shuffle=False)
@@ -254,6 +259,11 @@ def test_dense_optimizer_first_step_matches_lazy_and_clips_whole_table():
     assert not hasattr(dense.optimizer, "max_row_norm")
     init = lazy.item_embedding.embeddings.numpy().copy()
     np.testing.assert_array_equal(dense.item_embedding.embeddings.numpy(), init)  # same seeded initialiser
+    assert np.linalg.norm(init, axis=1).max() <= 1.0 + 1e-6  # both start inside the ball
+    # push every row outside the ball, identically in both models
+    init = (np.random.default_rng(0).normal(size=init.shape) * 2).astype(np.float32)
+    for model in (lazy, dense):
+        model.item_embedding.embeddings.assign(init)
     batch = _batch([1, 4], [2, 7], [[9, 11], [12, 2]])
     lazy.train_step(batch)
     dense.train_step(batch)

@@ -75,18 +75,21 @@ def test_synthetic_json_default(tmp_path):
     assert json.loads(r.stdout) == {"users": 100, "items": 200, "interactions": 1000, "density": 0.05}
 
 
+def _only(**given):
+    """flagsaver over every data set option flag: None (unset) unless given (other tests may have parsed some)."""
+    return flagsaver.flagsaver(**{**{name: None for name in data_flags.FLAG_TO_OPTION}, **given})
+
+
 def test_load_interactions_from_flags_passes_only_given_options(tmp_path):
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
     p = tmp_path / "d.csv"
     p.write_text("a;x;1\na;y;5\nb;x;7\n")
-    with flagsaver.flagsaver(
-        dataset="csv", data_path=str(p), csv_sep=";", csv_weight_col="2", min_weight=2.0, no_cache=True
-    ):
+    with _only(dataset="csv", data_path=str(p), csv_sep=";", csv_weight_col="2", min_weight=2.0, no_cache=True):
         x = data_flags.load_interactions_from_flags(flags.FLAGS)
     assert x.nnz == 2
-    with flagsaver.flagsaver(dataset="csv", data_path=str(p), min_rating=2.0):
+    with _only(dataset="csv", data_path=str(p), min_rating=2.0):
         with pytest.raises(DataError, match="--min_rating does not apply to --dataset=csv"):
             data_flags.load_interactions_from_flags(flags.FLAGS)
-    with flagsaver.flagsaver(dataset="synthetic", num_users=50, num_items=60, num_interactions=300, synthetic_seed=1):
+    with _only(dataset="synthetic", num_users=50, num_items=60, num_interactions=300, synthetic_seed=1):
         assert data_flags.load_interactions_from_flags(flags.FLAGS).stats()["interactions"] == 300

@@ -4,11 +4,17 @@ No filtering: every user line is a row (in file order, user id = line number), i
 and the matrix width is the declared catalog, the largest item id + 1 (25,975 for citeulike-t: 7,947 users,
 134,860 pairs). The count at the start of each line must equal the number of items that follow. Parsing is
 vectorised: one ``bytes.split`` of the whole file, token-to-line assignment with ``searchsorted``.
+
+`load_tag_features` builds the CML+F item features from ``tag-item.dat`` (beside ``users.dat``; line t = the
+items having tag t, ``count item item ...``) exactly as CollMetric's ``utils.citeulike`` does; see its docstring.
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+import scipy.sparse as sp
 
 from cml_tf.datasets import filters
 from cml_tf.datasets.csv import find_file
@@ -67,3 +73,76 @@ def read(path: str, **options) -> Interactions:
     return filters.build(
         path, users, items, np.arange(n_lines), np.arange(n_items), keep_all_items=True, keep_all_users=True
     )
+
+
+TAG_FORMAT = "one line per tag: 'count item item ...' (the items having the tag)"
+
+
+def resolve_tag_path(data_path: str | None) -> str:
+    """``tag-item.dat``: ``data_path`` itself when it names that file, else beside the resolved ``users.dat``."""
+    if data_path is not None and os.path.isfile(str(data_path)) and os.path.basename(str(data_path)).startswith("tag"):
+        return str(data_path)
+    path = os.path.join(os.path.dirname(resolve_path(data_path)), "tag-item.dat")
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such file; CML+F --features=tags needs citeulike-t's tag-item.dat ({TAG_FORMAT})")
+    return path
+
+
+def load_tag_features(data_path: str | None, n_items: int, min_count: int = 5, original: bool = True) -> sp.csr_matrix:
+    """citeulike-t tag features: [n_items, n_tags] float32 CSR of 0/1 flags, one column per kept tag (file order).
+
+    ``original=True`` (default) reproduces CollMetric's ``utils.citeulike(tag_occurence_thres=min_count)`` bit for
+    bit, quirks included: it splits each line on single spaces WITHOUT dropping the leading count, so
+
+    * a tag is kept when ``1 + (number of items) >= min_count`` (i.e. tags with at least ``min_count - 1`` items);
+    * the count itself is read as one more item id: item ``count`` gets the flag too (on citeulike-t, items 1, 2,
+      3, 4, ... collect thousands of tags this way).
+
+    CML.py then uses ``features.toarray() + 1e-10``; the ``1e-10`` is left out here (sparse input, a relative
+    difference below 1e-9 in the first layer's output).
+
+    ``original=False`` is the intended reading: the count is skipped and a tag is kept when it has at least
+    ``min_count`` items.
+
+    Args:
+        data_path: citeulike-t directory, its ``users.dat``, or the ``tag-item.dat`` file itself.
+        n_items: catalog width (rows of the result), as read from ``users.dat``.
+        min_count: ``tag_occurence_thres`` (CML.py's example uses 5).
+        original: reproduce the original's parsing (see above).
+
+    Raises:
+        DataError: unreadable file, a non-integer token, or an item id outside ``[0, n_items)`` (the original
+            fails there too, with an IndexError).
+    """
+    path = resolve_tag_path(data_path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read ({e}); expected {TAG_FORMAT}") from e
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    n_tags = 0
+    for number, line in enumerate(lines, 1):
+        if original:
+            tokens = line.strip().split(" ")
+        else:
+            tokens = line.split()[1:]
+        if len(tokens) < min_count or not tokens:
+            continue
+        try:
+            ids = np.array([int(t) for t in tokens], dtype=np.int64)
+        except ValueError as e:
+            raise DataError(f"{path}: line {number}: {e}; expected {TAG_FORMAT}") from e
+        if ids.size and (ids.min() < 0 or ids.max() >= n_items):
+            raise DataError(f"{path}: line {number}: item id {int(ids.max())} outside the {n_items}-item catalog")
+        rows.append(ids)
+        cols.append(np.full(ids.size, n_tags, dtype=np.int64))
+        n_tags += 1
+    row = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    col = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+    m = sp.csr_matrix((np.ones(row.size, np.float32), (row, col)), shape=(int(n_items), n_tags))
+    m.sum_duplicates()
+    m.data[:] = 1.0  # a flag (the original's dok_matrix assignment), whatever the repeats
+    m.sort_indices()
+    return m
