@@ -38,6 +38,10 @@ original Recall@50 0.2253 / NDCG@50 0.1052 / MAP@50 0.0468, 54.6 s per 1M pairs,
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported: no C++ INFO lines
+
 import json
 import os
 import subprocess

@@ -220,13 +220,17 @@ def replica_slices(element: dict, first_replica: int, num_local: int, num_replic
     """One global batch -> ``num_local`` per-replica elements (rows of replicas first_replica, …, in order).
 
     Row-aligned tensors (``users``, ``positives``, ``negatives``, ``candidate_is_positive``) are cut into
-    ``num_replicas`` equal row blocks; per-batch tensors (``candidates`` [C]) are shared by every replica.
+    ``num_replicas`` equal row blocks; 2-stage ``candidates`` come as one set per replica ([num_replicas, C], see
+    `TrainingStream`'s ``candidate_groups``) and each replica takes its own; a single set [C] would be shared.
     """
     sliced = {}
     batch = tf.shape(element["users"])[0]
     for key, value in element.items():
         if key == "candidates":
-            sliced[key] = tf.repeat(value[None], num_local, axis=0)
+            if value.shape.rank == 2:
+                sliced[key] = value[first_replica : first_replica + num_local]
+            else:
+                sliced[key] = tf.repeat(value[None], num_local, axis=0)
             continue
         blocks = tf.reshape(value, tf.concat([[num_replicas, batch // num_replicas], tf.shape(value)[1:]], 0))
         sliced[key] = blocks[first_replica : first_replica + num_local]

@@ -5,7 +5,8 @@ An element is a dict of tensors consumed by `CML.train_step`:
 * every sampler: ``users`` [B] int32, ``positives`` [B] int32 — a batch of training pairs;
 * ``uniform`` / ``popular``: ``negatives`` [B, N] int32, drawn here, positives rejected;
 * ``2stage``: ``candidates`` [C] int32 (stage 1, sorted ascending) and ``candidate_is_positive`` [B, C] bool;
-  stage 2 runs in the training step on the current embeddings.
+  stage 2 runs in the training step on the current embeddings. With ``candidate_groups`` = R > 1 (one group per
+  replica of a distributed run) ``candidates`` is [R, C]: row block r of the batch (B/R rows) has its own set.
 
 Pairs are shuffled per epoch by a stateless permutation seeded by (seed, epoch); every random draw for batch g is
 seeded by (seed, g). So the stream is a pure function of (data, config, seed): the same seed gives the same batches,
@@ -81,9 +82,14 @@ class TrainingStream:
         train: [n_users, n_items] scipy CSR of training positives.
         spec: the sampler spec.
         seed: the run's seed.
+        candidate_groups: 2-stage only: independent stage-1 candidate sets per batch, one per block of
+            ``batch_size / candidate_groups`` rows (a distributed run gives each replica its own set).
     """
 
-    def __init__(self, train: sp.csr_matrix, spec: SamplerSpec, seed: int = 0):
+    def __init__(self, train: sp.csr_matrix, spec: SamplerSpec, seed: int = 0, candidate_groups: int = 1):
+        if candidate_groups < 1 or spec.batch_size % candidate_groups:
+            raise ValueError(f"--batch_size={spec.batch_size} must be divisible by the {candidate_groups} replicas")
+        self.candidate_groups = int(candidate_groups)
         train = sp.csr_matrix(train)
         train.sort_indices()
         self.spec = spec
@@ -123,9 +129,20 @@ class TrainingStream:
         seed = tf.stack([tf.constant(self.seed, tf.int64) + 1_000_003, step])
         out = {"users": users, "positives": positives}
         if spec.sampler == "2stage":
-            candidates = tf.sort(self.item_sampler.sample_without_replacement(spec.num_candidates, seed))
-            out["candidates"] = tf.cast(candidates, tf.int32)
-            out["candidate_is_positive"] = self.positive_index.candidate_mask(users, candidates)
+            groups = self.candidate_groups
+            if groups == 1:
+                candidates = tf.sort(self.item_sampler.sample_without_replacement(spec.num_candidates, seed))
+                out["candidates"] = tf.cast(candidates, tf.int32)
+                out["candidate_is_positive"] = self.positive_index.candidate_mask(users, candidates)
+            else:
+                blocks = tf.reshape(users, [groups, -1])
+                sets, masks = [], []
+                for g in range(groups):
+                    group_seed = tf.random.experimental.stateless_fold_in(seed, g)
+                    sets.append(tf.sort(self.item_sampler.sample_without_replacement(spec.num_candidates, group_seed)))
+                    masks.append(self.positive_index.candidate_mask(blocks[g], sets[-1]))
+                out["candidates"] = tf.cast(tf.stack(sets), tf.int32)  # [groups, C]
+                out["candidate_is_positive"] = tf.concat(masks, axis=0)  # [B, C]
         else:
             negatives = S.sample_negatives(
                 self.item_sampler, self.positive_index, users, spec.num_negatives, seed, spec.rejection_draws

@@ -12,6 +12,10 @@ the items left after the filters. With ``--format=json`` stdout holds exactly on
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported: no C++ INFO lines
+
 import json
 import sys
 

@@ -7,6 +7,10 @@ interrupted run from its last checkpoint.
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported: no C++ INFO lines
+
 import dataclasses
 import json
 import logging
@@ -14,6 +18,7 @@ import os
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 
 from cml_tf import data_flags  # noqa: F401  (defines --dataset, --data_path and the filter flags)
 from cml_tf.config import PRESETS, Config
@@ -133,6 +138,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)
+    absl_logging.set_verbosity(absl_logging.WARNING)  # e.g. TensorFlow's per-checkpoint INFO lines
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         config = config_from_flags()

@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -311,17 +312,21 @@ def train(
         beta=config.beta,
         popularity_smoothing=config.popularity_smoothing,
     )
-    stream = TrainingStream(split.train, spec, seed=config.seed)
+    # a distributed 2-stage run gives every replica its own stage-1 candidate set
+    stream = TrainingStream(split.train, spec, seed=config.seed, candidate_groups=replicas)
     pairs = split.train.nnz
     total_steps = config.max_steps or math.ceil(config.epochs * pairs / config.batch_size)
     eval_every = min(config.eval_every, total_steps)
-    # Keras runs whole executions: round the evaluation period up to a multiple of the steps per execution.
     spe = min(config.steps_per_execution, eval_every)
     if config.strategy != "default" and spe > 1:
         # Keras 3 runs steps 2.. of an execution inside a tf.cond, where the merge_call of the gradient all-reduce
         # fails ("You must feed a value for placeholder tensor", keras-team/keras#19246): one step per call.
         log.info("--strategy=%s: --steps_per_execution=%d ignored (Keras 3 supports only 1 here)", config.strategy, spe)
         spe = 1
+    # Keras runs whole executions: prefer the largest divisor of eval_every, else round eval_every up
+    divisor = max(d for d in range(1, spe + 1) if eval_every % d == 0)
+    if 2 * divisor >= spe:
+        spe = divisor
     eval_every = math.ceil(eval_every / spe) * spe
     num_periods = math.ceil(total_steps / eval_every)
     with strategy.scope():
@@ -387,14 +392,18 @@ def train(
             dataset = distribute.distributed_dataset(strategy, stream, start_step=first, num_steps=total_steps - first)
         else:
             dataset = stream.dataset(start_step=first, num_steps=total_steps - first)
-        model.fit(
-            dataset,
-            epochs=num_periods,
-            initial_epoch=done_periods,
-            steps_per_epoch=eval_every,
-            callbacks=callbacks,
-            verbose=verbose,
-        )
+        with warnings.catch_warnings():
+            # the last period may be shorter (the stream ends at total_steps), and the stream is shuffled already
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed")
+            model.fit(
+                dataset,
+                epochs=num_periods,
+                initial_epoch=done_periods,
+                steps_per_epoch=eval_every,
+                callbacks=callbacks,
+                verbose=verbose,
+            )
 
     if chief:
         return finish(config, model_dir, model, checkpoint, best_manager, interactions, split, strategy=strategy)

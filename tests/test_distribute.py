@@ -83,6 +83,18 @@ def test_replica_slices_cut_rows_and_share_candidates():
         )
 
 
+def test_replica_slices_give_each_replica_its_own_candidate_set():
+    element = {
+        "users": tf.range(8),
+        "positives": tf.range(8) + 100,
+        "candidates": tf.constant([[1, 2, 3], [4, 5, 6], [7, 8, 9], [10, 11, 12]]),
+        "candidate_is_positive": tf.reshape(tf.range(24) % 3 == 0, [8, 3]),
+    }
+    parts = list(distribute.replica_slices(element, first_replica=2, num_local=2, num_replicas=4))
+    assert [p["candidates"].numpy().tolist() for p in parts] == [[7, 8, 9], [10, 11, 12]]
+    assert [p["users"].numpy().tolist() for p in parts] == [[4, 5], [6, 7]]
+
+
 def test_replicated_table_bytes():
     assert distribute.replicated_table_bytes(1_000_000, 1_000_000, 128) == 3 * 2_000_000 * 128 * 4
 

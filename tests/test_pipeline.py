@@ -166,3 +166,23 @@ def test_every_step_draws_with_its_own_seed(train):
     nb = stream.batches_per_epoch
     candidate_sets = {tuple(e["candidates"].tolist()) for e in _elements(stream, num_steps=2 * nb)}
     assert len(candidate_sets) == 2 * nb
+
+
+def test_candidate_groups_give_each_row_block_its_own_set_and_mask():
+    train = sp.random(60, 400, density=0.05, format="csr", random_state=3)
+    train.data[:] = 1.0
+    spec = SamplerSpec(sampler="2stage", batch_size=32, num_candidates=50)
+    one = next(iter(TrainingStream(train, spec, seed=5).dataset(0, 1)))
+    grouped = next(iter(TrainingStream(train, spec, seed=5, candidate_groups=4).dataset(0, 1)))
+    np.testing.assert_array_equal(grouped["users"], one["users"])  # same pairs
+    candidates = grouped["candidates"].numpy()
+    assert candidates.shape == (4, 50)
+    assert len({tuple(c) for c in candidates}) == 4  # independent sets
+    users = grouped["users"].numpy().reshape(4, 8)
+    mask = grouped["candidate_is_positive"].numpy().reshape(4, 8, 50)
+    for g in range(4):
+        assert (np.diff(candidates[g]) > 0).all()
+        dense = np.asarray(train[users[g]][:, candidates[g]].todense()) > 0
+        np.testing.assert_array_equal(mask[g], dense)
+    with pytest.raises(ValueError, match="divisible by the 3 replicas"):
+        TrainingStream(train, spec, seed=5, candidate_groups=3)
