@@ -30,7 +30,8 @@ class Config:
     Model: ``embedding_dim``, ``geometry`` ('sphere' | 'ball'), ``margin``, ``gor_weight`` (None = the paper's value
     for ``num_negatives``), ``use_rank_weight``, ``cov_loss_weight``, ``init_stddev``, CML+F ``features``
     ('tags' for citeulike-t) and its settings.
-    Sampling: ``sampler``, ``batch_size``, ``num_negatives``, ``num_candidates``, ``beta``, ``popularity_smoothing``.
+    Sampling: ``sampler``, ``batch_size``, ``num_negatives``, ``num_candidates``, ``beta``, ``popularity_smoothing``,
+    ``stage2_max_logit`` (None = the paper's uncapped inverse density).
     Optimisation: ``optimizer``, ``learning_rate``, ``sparse_updates`` (lazy row-sparse optimizer; False = Keras'
     exact dense one), ``epochs`` (over training pairs) or ``max_steps`` (wins when set).
     Evaluation: ``eval_every`` steps, ``eval_users`` (a seeded sample of validation users; None = all), ``k``,
@@ -67,6 +68,7 @@ class Config:
     num_candidates: int = 2000
     beta: float = 1.0
     popularity_smoothing: float = 1.0
+    stage2_max_logit: float | None = None
     # optimisation
     optimizer: str = "adam"
     learning_rate: float = 1e-4
@@ -133,6 +135,10 @@ class Config:
             (self.early_stopping_patience >= 0, "--early_stopping_patience must be >= 0"),
             (self.cov_loss_weight >= 0, f"--cov_loss_weight must be >= 0, got {self.cov_loss_weight}"),
             (self.clip_norm > 0, f"--clip_norm must be positive, got {self.clip_norm}"),
+            (
+                self.stage2_max_logit is None or self.stage2_max_logit >= 0,
+                f"--stage2_max_logit must be >= 0, got {self.stage2_max_logit}",
+            ),
             (self.feature_min_count >= 1, f"--feature_min_count must be >= 1, got {self.feature_min_count}"),
             (0 <= self.feature_dropout < 1, f"--feature_dropout must be in [0, 1), got {self.feature_dropout}"),
             (self.features in (None, "tags"), f"--features: unknown {self.features!r}; expected tags or none"),

@@ -34,6 +34,7 @@ class CML(keras.Model):
         geometry: 'sphere' or 'ball'.
         margin: hinge margin α.
         num_negatives: |N_ij| drawn by stage 2 when batches carry candidates.
+        stage2_max_logit: optional cap on stage 2's inverse-density logits (see `two_stage_select`); None = paper.
         gor_weight: λ_g of Global Orthogonal Regularisation (0 disables).
         use_rank_weight: CollMetric's WARP weight log(rank + 1).
         cov_loss_weight: weight of the covariance loss (0 disables; it reads both whole tables: O(catalog)).
@@ -55,6 +56,7 @@ class CML(keras.Model):
         geometry: str = "sphere",
         margin: float = 1.0,
         num_negatives: int = 1,
+        stage2_max_logit: float | None = None,
         gor_weight: float = 0.0,
         use_rank_weight: bool = False,
         cov_loss_weight: float = 0.0,
@@ -76,6 +78,7 @@ class CML(keras.Model):
         self.geometry = geometry
         self.margin = float(margin)
         self.num_negatives = int(num_negatives)
+        self.stage2_max_logit = None if stage2_max_logit is None else float(stage2_max_logit)
         self.gor_weight = float(gor_weight)
         self.use_rank_weight = bool(use_rank_weight)
         self.cov_loss_weight = float(cov_loss_weight)
@@ -196,6 +199,7 @@ class CML(keras.Model):
             data["candidate_is_positive"],
             self.num_negatives,
             self._step_seed(),
+            max_logit=self.stage2_max_logit,
         )
         return tf.gather(candidates, picked)
 

@@ -244,6 +244,7 @@ def two_stage_select(
     candidate_is_positive: tf.Tensor,
     num: int,
     seed: tf.Tensor,
+    max_logit: float | None = None,
 ) -> tf.Tensor:
     """Stage 2: picks ``num`` candidates per positive, without replacement, ∝ inverse density of their similarity.
 
@@ -254,13 +255,21 @@ def two_stage_select(
             unless fewer than ``num`` candidates are left).
         num: |N_ij|.
         seed: [2] int stateless seed.
+        max_logit: optional cap on the logits (weights capped at e^max_logit times the weight at s = 0). None is
+            the paper. At d = 128 the uncapped weights make stage 2 pick the candidate most similar to the
+            positive almost surely (hardest-negative mining); a cap keeps weight on every candidate with s >= 0,
+            as Wu et al. (2017) clip their inverse-density weights. 0 gives uniform over the candidates with s >= 0.
 
     Returns:
         [batch, num] int32 indices into the candidates.
     """
+    if num == 1:
+        return _select_one(positive_vectors, candidate_vectors, candidate_is_positive, seed, max_logit)
     dim = positive_vectors.shape[-1]
     s = tf.matmul(positive_vectors, candidate_vectors, transpose_b=True)  # [batch, C]
     logits = inverse_density_logits(s, dim)
+    if max_logit is not None:
+        logits = tf.minimum(logits, max_logit)
     u = tf.random.stateless_uniform(tf.shape(s), seed, minval=1e-20, maxval=1.0, dtype=s.dtype)
     gumbel = -tf.math.log(-tf.math.log(u))
     valid = tf.math.is_finite(logits) & ~candidate_is_positive
@@ -270,3 +279,46 @@ def two_stage_select(
         tf.where(candidate_is_positive, tf.constant(-np.inf, s.dtype), _FALLBACK_OFFSET + gumbel),
     )
     return tf.math.top_k(keys, k=num, sorted=True).indices
+
+
+@tf.function(jit_compile=True)
+def _select_one(positive_vectors, candidate_vectors, candidate_is_positive, seed, max_logit=None):
+    """Stage 2 for |N_ij| = 1, compiled with XLA: the similarities, logits and inverse-CDF draw fuse into a few
+    loops over the [batch, C] matrix (measured on 2 CPU cores, B=256, C=2000: 3.0 ms against 5.9 ms unfused).
+    Gumbel noise is not used here: XLA's CPU random generator is slow for B·C numbers, and top_k under XLA sorts.
+    """
+    s = tf.matmul(positive_vectors, candidate_vectors, transpose_b=True)  # [batch, C]
+    logits = inverse_density_logits(s, positive_vectors.shape[-1])
+    if max_logit is not None:
+        logits = tf.minimum(logits, max_logit)
+    return _inverse_cdf_select(logits, candidate_is_positive, seed)
+
+
+def _inverse_cdf_select(logits: tf.Tensor, candidate_is_positive: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """One draw per row from softmax(logits) over the valid candidates, by inverse CDF.
+
+    The same distribution as Gumbel top-1 (and the same uniform fallback over the non-positive candidates when no
+    candidate is valid), at the cost of one exp per candidate and ONE uniform per row instead of a uniform and two
+    logs per candidate: stage 2 with |N_ij| = 1 is the common case and this is its hot path.
+
+    Args:
+        logits: [batch, C] inverse-density logits (−inf where s < 0).
+        candidate_is_positive: [batch, C] bool.
+        seed: [2] int stateless seed.
+
+    Returns:
+        [batch, 1] int32 indices into the candidates.
+    """
+    valid = tf.math.is_finite(logits) & ~candidate_is_positive
+    masked = tf.where(valid, logits, tf.constant(-np.inf, logits.dtype))
+    row_max = tf.reduce_max(masked, axis=1, keepdims=True)  # −inf where no candidate is valid
+    has_valid = tf.math.is_finite(row_max)
+    weights = tf.where(valid, tf.exp(masked - tf.where(has_valid, row_max, 0.0)), 0.0)
+    weights = tf.where(has_valid, weights, tf.cast(~candidate_is_positive, weights.dtype))  # the fallback
+    cdf = tf.cumsum(weights, axis=1)
+    u = tf.random.stateless_uniform(tf.stack([tf.shape(cdf)[0], 1]), seed, dtype=cdf.dtype) * cdf[:, -1:]
+    picked = tf.searchsorted(cdf, u, side="right", out_type=tf.int32)  # first index with cdf > u: weight > 0
+    # guard against u * total rounding up to total: the last candidate with a positive weight
+    num_candidates = tf.shape(cdf)[1]
+    last = num_candidates - 1 - tf.argmax(tf.reverse(weights > 0, axis=[1]), axis=1, output_type=tf.int32)
+    return tf.minimum(picked, last[:, None])

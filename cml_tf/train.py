@@ -54,6 +54,12 @@ flags.DEFINE_float(
     _D.popularity_smoothing,
     "Added to item counts before ^β; 0 never draws items absent from training (the original's behaviour).",
 )
+flags.DEFINE_float(
+    "stage2_max_logit",
+    None,
+    "Cap on stage 2's inverse-density logits (default none: the paper). "
+    "At d=128 the uncapped weights make stage 2 pick the hardest candidate; 0 = uniform over s >= 0.",
+)
 flags.DEFINE_integer("embedding_dim", _D.embedding_dim, "d.")
 flags.DEFINE_float("margin", _D.margin, "Hinge margin α.")
 flags.DEFINE_float("learning_rate", _D.learning_rate, "Learning rate.")

@@ -107,6 +107,7 @@ def build_model(config: Config, n_users: int, n_items: int, features=None, steps
         geometry=config.geometry,
         margin=config.margin,
         num_negatives=config.num_negatives,
+        stage2_max_logit=config.stage2_max_logit,
         gor_weight=config.gor_weight or 0.0,
         use_rank_weight=config.use_rank_weight,
         cov_loss_weight=config.cov_loss_weight,

@@ -3,7 +3,8 @@
     python experiments/sampler_comparison.py --data_path=../shared/data/citeulike-t --pairs=2000000
 
 Runs (original 3:1:1 split, d=128, |N_ij|=1, Adam lr 1e-4 lazy unless noted): uniform@4096, uniform@256,
-popular@256, 2stage@256, and with --dense the same 2stage@256 and uniform@256 with Keras' exact dense Adam.
+popular@256, 2stage@256, with --dense the same 2stage@256 and uniform@256 with Keras' exact dense Adam, and with
+--stage2_caps=0,10 2stage@256 with its inverse-density logits capped (``--stage2_max_logit``, beyond the paper).
 Prints one Markdown table of validation NDCG@50 / MAP@50 / Recall@50 / MMR (best validation evaluation), the test
 metrics of that checkpoint, and the training throughput; writes it to <out_dir>/comparison.md.
 """
@@ -39,6 +40,11 @@ def main(argv=None) -> None:
     p.add_argument("--dense", action="store_true", help="also run the dense-Adam variants")
     p.add_argument("--learning_rate", type=float, default=None)
     p.add_argument("--only", default=None, help="comma list of run names to run")
+    p.add_argument(
+        "--stage2_caps",
+        default="",
+        help="comma list of --stage2_max_logit values: extra 2stage@256 runs (beyond the paper)",
+    )
     args = p.parse_args(argv)
 
     from cml_tf import training
@@ -49,6 +55,8 @@ def main(argv=None) -> None:
     data = training.load_data(base)
     rows = []
     runs = RUNS + (DENSE_RUNS if args.dense else [])
+    for cap in filter(None, args.stage2_caps.split(",")):
+        runs.append((f"2stage@256 cap {cap}", {"sampler": "2stage", "batch_size": 256, "stage2_max_logit": float(cap)}))
     if args.only:
         runs = [r for r in runs if r[0] in args.only.split(",")]
     for name, overrides in runs:
@@ -57,6 +65,13 @@ def main(argv=None) -> None:
         extra = {"learning_rate": args.learning_rate} if args.learning_rate else {}
         config = Config(**{**base.to_dict(), **overrides, **extra, "max_steps": steps, "eval_every": eval_every})
         model_dir = os.path.join(args.out_dir, name.replace("@", "_b").replace(" ", "_"))
+        if os.path.exists(os.path.join(model_dir, "config.json")):
+            # a run of an older version of the code / other settings: start afresh rather than refuse
+            saved = Config.load(os.path.join(model_dir, "config.json"))
+            if saved != config.resolved():
+                import shutil
+
+                shutil.rmtree(model_dir)
         results = training.train(config, model_dir, data=data, verbose=0)
         v = results["valid"]
         rows.append(

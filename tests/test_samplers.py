@@ -396,3 +396,23 @@ def test_two_stage_select_depends_on_current_vectors():
     a = _tile_select(pos, cands_a, mask, 2000, 1, _seed(3)).ravel()
     b = _tile_select(pos, cands_b, mask, 2000, 1, _seed(3)).ravel()
     assert np.mean(a == 0) > 0.95 and np.mean(b == 2) > 0.95
+
+
+def test_two_stage_select_max_logit_caps_the_hardest_candidates():
+    # candidate 0 has s = 0.9 (logit ~ 104 at d=128), the others s in (0, 0.1]: uncapped, 0 is always picked;
+    # capped at 0, every candidate with s >= 0 is equally likely
+    dim = 128
+    pos = np.zeros((1, dim), np.float32)
+    pos[0, 0] = 1.0
+    sims = np.array([0.9, 0.1, 0.05, 0.02], np.float32)
+    cands = np.zeros((4, dim), np.float32)
+    cands[:, 0] = sims
+    cands[:, 1] = np.sqrt(1 - sims**2)
+    rows = 4000
+    p = np.repeat(pos, rows, 0)
+    mask = np.zeros((rows, 4), bool)
+    picks = S.two_stage_select(p, cands, mask, 1, tf.constant([1, 2], tf.int64)).numpy()[:, 0]
+    assert (picks == 0).all()
+    capped = S.two_stage_select(p, cands, mask, 1, tf.constant([1, 2], tf.int64), max_logit=0.0).numpy()[:, 0]
+    freq = np.bincount(capped, minlength=4) / rows
+    np.testing.assert_allclose(freq, 0.25, atol=0.03)
