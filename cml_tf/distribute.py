@@ -36,6 +36,8 @@ import shutil
 import numpy as np
 import tensorflow as tf
 
+from cml_tf.evaluation import result_dict
+
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
@@ -301,15 +303,7 @@ class ShardedEvaluator:
         total = cross_worker_sum(self.strategy, sums)
         n = int(round(total[-1]))
         mean = {name: (float(total[i] / n) if n else float("nan")) for i, name in enumerate(names)}
-        k = self.k
-        return {
-            f"map@{k}": mean["ap"],
-            f"ndcg@{k}": mean["ndcg"],
-            f"recall@{k}": mean["recall"],
-            f"precision@{k}": mean["precision"],
-            "mmr": mean["mmr"],
-            "users": n,
-        }
+        return result_dict(mean, n, self.k)
 
 
 def evaluator_for(evaluator, strategy: tf.distribute.Strategy):

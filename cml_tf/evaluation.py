@@ -261,14 +261,7 @@ class Evaluator:
         n = len(per_user["users"])
         nan = float("nan")
         mean = {name: (float(per_user[name].mean()) if n else nan) for name in (*metrics.METRIC_NAMES, "mmr")}
-        return {
-            f"map@{self.k}": mean["ap"],
-            f"ndcg@{self.k}": mean["ndcg"],
-            f"recall@{self.k}": mean["recall"],
-            f"precision@{self.k}": mean["precision"],
-            "mmr": mean["mmr"],
-            "users": n,
-        }
+        return result_dict(mean, n, self.k)
 
     def evaluate_per_user(self, user_embeddings, item_embeddings) -> dict[str, np.ndarray]:
         """Per-user values for embedding models.
@@ -338,6 +331,18 @@ class Evaluator:
             f"Evaluator(users={len(self.users)}, n_items={self.n_items}, k={self.k}, "
             f"batch_size={self.batch_size}, scoring={self.scoring!r}, excluded={self.num_excluded})"
         )
+
+
+def result_dict(mean: dict[str, float], users: int, k: int) -> dict[str, float]:
+    """The public result keys from per-metric means (``ap``, ``ndcg``, ``recall``, ``precision``, ``mmr``)."""
+    return {
+        f"map@{k}": mean["ap"],
+        f"ndcg@{k}": mean["ndcg"],
+        f"recall@{k}": mean["recall"],
+        f"precision@{k}": mean["precision"],
+        "mmr": mean["mmr"],
+        "users": users,
+    }
 
 
 def recommended_batch_size(n_items: int, budget_bytes: int = 512 * 2**20) -> int:
