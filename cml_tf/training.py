@@ -46,8 +46,6 @@ from cml_tf.splits import Split, make_split
 
 log = logging.getLogger("cml_tf")
 
-METRIC_NAMES = ("map", "ndcg", "recall", "precision")
-
 
 class RunError(RuntimeError):
     """A run directory that cannot be used as asked (e.g. it holds a different config)."""
@@ -132,12 +130,6 @@ def build_model(config: Config, n_users: int, n_items: int, features=None, steps
     return model
 
 
-def get_strategy(name: str) -> tf.distribute.Strategy:
-    """The tf.distribute strategy for ``--strategy`` (see `cml_tf.distribute.make_strategy`)."""
-    return distribute.make_strategy(name)
-
-
-# --------------------------------------------------------------------------------------------------- run dir
 def read_metrics_csv(path: str) -> list[dict]:
     """Rows of a metrics.csv as dicts of floats (empty list if absent)."""
     if not os.path.exists(path):
@@ -281,7 +273,7 @@ def train(
     config = config.resolved()
     config.validate()
     # first: the multi-worker strategy configures the runtime, which must happen before other TensorFlow work
-    strategy = get_strategy(config.strategy)
+    strategy = distribute.make_strategy(config.strategy)
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
         raise ValueError(f"--batch_size={config.batch_size} must be divisible by the {replicas} replicas")
