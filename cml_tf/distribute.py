@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from cml_tf.evaluation import result_dict
+from cml_tf.pipeline import input_options
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
@@ -257,9 +258,7 @@ def distributed_dataset(strategy: tf.distribute.Strategy, stream, start_step: in
         first = ctx.input_pipeline_id * num_local
         ds = stream.dataset(start_step=start_step, num_steps=num_steps)
         ds = ds.flat_map(lambda e: replica_slices(e, first, num_local, ctx.num_replicas_in_sync))
-        options = tf.data.Options()
-        options.deterministic = True
-        return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
+        return ds.prefetch(2 * num_local).with_options(input_options())
 
     return strategy.distribute_datasets_from_function(dataset_fn)
 
