@@ -6,7 +6,8 @@ Usage (from the repository root):
     python experiments/benchmark.py --parts=train,floor --catalogs=26000,160000 --repeats=3
 
 Training throughput is measured through the real path (`TrainingStream` -> `CML.fit` with the lazy optimizer and
-the configured steps per execution), as positive pairs per second, median of ``--repeats`` timed fits after a warm-up.
+20 steps per execution), as positive pairs per second: the median over ``--repeats`` fresh model instances, each
+warmed up and then timed over one ``fit`` of ``--steps`` steps.
 The speed floor is ../shared/bench/floor.py (a bare TF 2-stage forward/backward + stage 2, no optimizer) run in
 the same session, so the two are compared as a ratio measured together.
 """
@@ -44,7 +45,11 @@ def synthetic_train(n_users: int, n_items: int, nnz: int, seed: int = 0) -> sp.c
 
 
 def time_training(train, sampler, batch_size, num_negatives, steps, repeats, dense=False) -> dict:
-    """Median ms/step and pairs/s of `CML.fit` on ``train``."""
+    """Median ms/step and pairs/s of `CML.fit` on ``train``, over ``repeats`` fresh model instances.
+
+    Each repeat builds a new model (speed can differ between instances of the same model: memory placement, thread
+    scheduling), warms it up (tracing, first steps), then times one ``fit`` of ``steps`` steps.
+    """
     import warnings
 
     import keras
@@ -60,19 +65,23 @@ def time_training(train, sampler, batch_size, num_negatives, steps, repeats, den
     spec = SamplerSpec(sampler=sampler, batch_size=batch_size, num_negatives=num_negatives)
     stream = TrainingStream(train, spec, seed=0)
     spe = 20 if steps % 20 == 0 else 1
-    model = build_model(config, *train.shape, steps_per_execution=spe)
     dataset = stream.dataset()
-    model.fit(dataset, epochs=1, steps_per_epoch=2 * spe, verbose=0)  # trace + warm-up
     times = []
     for _ in range(repeats):
+        model = build_model(config, *train.shape, steps_per_execution=spe)
+        model.fit(dataset, epochs=1, steps_per_epoch=2 * spe, verbose=0)  # trace + warm-up
         t = time.perf_counter()
         model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
         times.append((time.perf_counter() - t) / steps)
-    del model, dataset, stream
-    keras.backend.clear_session()
-    gc.collect()
+        del model
+        keras.backend.clear_session()
+        gc.collect()
     ms = float(np.median(times)) * 1e3
-    return {"ms_per_step": ms, "pairs_per_s": batch_size / ms * 1e3}
+    return {
+        "ms_per_step": ms,
+        "pairs_per_s": batch_size / ms * 1e3,
+        "spread": f"{min(times) * 1e3:.2f}..{max(times) * 1e3:.2f}",
+    }
 
 
 def run_floor(n_users: int, n_items: int, batch: int = 256) -> dict | None:
@@ -107,7 +116,7 @@ def main(argv=None) -> None:
     p.add_argument("--users", type=int, default=31500)
     p.add_argument("--nnz", type=int, default=1_000_000)
     p.add_argument("--steps", type=int, default=200, help="timed steps per repeat (batch 4096 uses a quarter)")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="fresh model instances per cell (median)")
     p.add_argument("--floor_rounds", type=int, default=5, help="alternating floor / cml_tf rounds (medians)")
     p.add_argument("--dense", action="store_true", help="also time Keras' dense Adam at 2stage/256/N=1")
     p.add_argument("--load_rows", type=int, default=48_373_586)
@@ -145,8 +154,11 @@ def main(argv=None) -> None:
                 rows.append({"items": n_items, "sampler": "2stage (dense Adam)", "|N|": 1, "batch": 256, **r})
             del train
             gc.collect()
-        print("## Training throughput (positive pairs/s, median of repeats)\n")
-        print(table(rows, ["items", "sampler", "|N|", "batch", "ms_per_step", "pairs_per_s"]))
+        print(
+            f"## Training throughput (positive pairs/s; median of {args.repeats} model instances, "
+            "spread = ms/step min..max)\n"
+        )
+        print(table(rows, ["items", "sampler", "|N|", "batch", "ms_per_step", "pairs_per_s", "spread"]))
         if len(catalogs) > 1:
             lo, hi = min(catalogs), max(catalogs)
             print(f"\n## Step time at {hi:,} items / step time at {lo:,} items (target <= 1.5)\n")
@@ -172,12 +184,12 @@ def main(argv=None) -> None:
             if run_floor(args.users, 1000) is None:
                 print(f"(speed floor skipped: {FLOOR} not found)\n")
                 break
-            # Alternate the two, each round with a fresh process / model: on this 2-core machine a model instance
-            # runs in one of two modes (about 7 or 13 ms per step, thread scheduling), so medians over rounds.
+            # Alternate the two, each round with a fresh process / model, so that both see the same machine state;
+            # medians over rounds.
             floors, ours = [], []
             for _ in range(args.floor_rounds):
                 floors.append(run_floor(args.users, n_items)["pairs_per_s"])
-                ours.append(time_training(train, "2stage", 256, 1, args.steps, args.repeats)["pairs_per_s"])
+                ours.append(time_training(train, "2stage", 256, 1, 3 * args.steps, 1)["pairs_per_s"])
             f, o = float(np.median(floors)), float(np.median(ours))
             print(f"  floor rounds {floors}, cml_tf rounds {[round(x) for x in ours]}", file=sys.stderr, flush=True)
             rows.append(

@@ -156,3 +156,31 @@ def test_baseline_tuning_picks_best_validation_trial(tmp_path):
     assert saved["params"] == res["params"] and 0 <= saved["ndcg@50"] <= 1
     with pytest.raises(baselines.BaselineError):
         baselines.run_baseline("bpr", split, str(tmp_path / "bpr"), config={"fold": 0}, trials=4, factors=8)
+
+
+def test_benchmark_prints_training_and_ratio_tables(capsys):
+    """experiments/benchmark.py end to end on tiny catalogs: one row per grid cell, the 1M/26k-style ratio table."""
+    from experiments import benchmark
+
+    benchmark.main(
+        [
+            "--parts=train",
+            "--catalogs=3000,6000",
+            "--samplers=uniform,2stage",
+            "--negatives=1",
+            "--batches=64",
+            "--users=200",
+            "--nnz=4000",
+            "--steps=20",
+            "--repeats=1",
+        ]
+    )
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| 3000 |") or line.startswith("| 6000 |")]
+    assert len(rows) == 4
+    for line in rows:
+        pairs_per_s = float(line.split("|")[6].replace(",", ""))
+        assert pairs_per_s > 0
+    assert "Step time at 6,000 items / step time at 3,000 items" in out
+    ratio_rows = [line for line in out.splitlines() if line.startswith("| uniform | 1 | 64 |")]
+    assert len(ratio_rows) == 1 and float(ratio_rows[0].split("|")[4]) > 0
