@@ -22,7 +22,15 @@ setup(
     packages=find_packages(include=["cml_tf", "cml_tf.*"]),
     install_requires=_requirements(),
     extras_require={
-        "dev": ["pytest>=7", "ruff>=0.4", "nbclient>=0.9", "nbformat>=5.9", "ipykernel>=6", "matplotlib>=3.7"],
+        "dev": [
+            "pytest>=7",
+            "ruff>=0.4",
+            "nbclient>=0.9",
+            "nbformat>=5.9",
+            "ipykernel>=6",
+            "matplotlib>=3.7",
+            "implicit>=0.7",  # the Table 2 runner's ALS / BPR baselines, exercised by tests/test_experiments.py
+        ],
         "notebooks": ["jupyter", "nbclient>=0.9", "nbformat>=5.9", "ipykernel>=6", "matplotlib>=3.7"],
         "baselines": ["implicit>=0.7"],
     },
