@@ -186,3 +186,15 @@ def test_candidate_groups_give_each_row_block_its_own_set_and_mask():
         np.testing.assert_array_equal(mask[g], dense)
     with pytest.raises(ValueError, match="divisible by the 3 replicas"):
         TrainingStream(train, spec, seed=5, candidate_groups=3)
+
+
+def test_fixed_parallelism_with_the_autotuner_off(train, monkeypatch):
+    """The stream runs deterministic, autotuner off, one batch builder per two cores (1 to 8)."""
+    from cml_tf import pipeline
+
+    options = TrainingStream(train, _spec("2stage"), seed=0).dataset().options()
+    assert options.deterministic is True
+    assert options.autotune.enabled is False
+    for cores, workers in [(None, 1), (1, 1), (2, 1), (5, 2), (16, 8), (96, 8)]:
+        monkeypatch.setattr(pipeline.os, "cpu_count", lambda c=cores: c)
+        assert pipeline.input_parallelism() == workers
