@@ -176,9 +176,9 @@ def input_parallelism() -> int:
 def input_options() -> tf.data.Options:
     """Deterministic order and fixed parallelism, with tf.data's autotuner off.
 
-    On a 2-core machine the autotuner settles, at some point of a run, into a configuration that makes every
-    training step wait: the 2-stage step then took 13 ms instead of 6.8 ms, for the rest of the run (measured with
-    `experiments/benchmark.py`; it came and went between runs of the same model, data and seed). A batch costs
+    On a 2-core machine the autotuner, in some runs and at some point of the run, settled into a configuration that
+    made every training step wait: the 2-stage step then took 13 ms instead of 6.8 ms for the rest of the run (same
+    model, data and seed; see experiments/BENCHMARKS.md). A batch costs
     about 2 ms to build, a step 5-7 ms, so one builder per two cores with a short prefetch queue keeps the step fed
     without competing with it for the cores.
     """
