@@ -19,6 +19,11 @@ PAPER_GOR_WEIGHT_OTHER = 0.001
 # row), which anneals the step. Measured on citeulike-t (uniform, B=256, 1M pairs): validation NDCG@50 0.073 with
 # std 1e-3 at lr 1e-4, the same as std 1/sqrt(d) at lr 1e-2, against 0.006 with std 1/sqrt(d) at lr 1e-3.
 SPHERE_INIT_STDDEV = 1e-3
+# Stage 2's cap λ on the inverse-density weight (Wu et al. 2017's min(λ, q⁻¹), q⁻¹ relative to its value at s = 0),
+# chosen on validation across data sets by experiments/stage2_sweep.py (see README). None is the paper taken
+# literally, which at d = 128 is hardest-negative mining.
+DEFAULT_STAGE2_WEIGHT_CAP: float | None = None
+REFRESH_NEVER = -1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +36,10 @@ class Config:
     for ``num_negatives``), ``use_rank_weight``, ``cov_loss_weight``, ``init_stddev``, CML+F ``features``
     ('tags' for citeulike-t) and its settings.
     Sampling: ``sampler``, ``batch_size``, ``num_negatives``, ``num_candidates``, ``beta``, ``popularity_smoothing``,
-    ``stage2_max_logit`` (None = the paper's uncapped inverse density).
+    ``stage2_weight_cap`` (λ; None = the paper's uncapped inverse density), ``stage2_cutoff`` (D_min; 0 = off),
+    ``stage2_refresh_every`` (0 = current embeddings, K = a copy refreshed every K steps, -1 = never refreshed).
+    ``split_seed``: the split's own seed (None: 1 for 'original', CollMetric's, and 0 for 'kfold'); ``seed`` seeds
+    initialisation, sampling and validation-user sampling.
     Optimisation: ``optimizer``, ``learning_rate``, ``sparse_updates`` (lazy row-sparse optimizer; False = Keras'
     exact dense one), ``epochs`` (over training pairs) or ``max_steps`` (wins when set).
     Evaluation: ``eval_every`` steps, ``eval_users`` (a seeded sample of validation users; None = all), ``k``,
@@ -43,6 +51,7 @@ class Config:
     data_path: str | None = None
     dataset_options: dict = dataclasses.field(default_factory=dict)
     split: str = "kfold"
+    split_seed: int | None = None
     num_folds: int = 4
     fold: int = 0
     valid_fraction: float = 0.1
@@ -68,7 +77,9 @@ class Config:
     num_candidates: int = 2000
     beta: float = 1.0
     popularity_smoothing: float = 1.0
-    stage2_max_logit: float | None = None
+    stage2_weight_cap: float | None = DEFAULT_STAGE2_WEIGHT_CAP
+    stage2_cutoff: float = 0.0
+    stage2_refresh_every: int = 0
     # optimisation
     optimizer: str = "adam"
     learning_rate: float = 1e-4
@@ -94,8 +105,15 @@ class Config:
         init = self.init_stddev
         if init is None:
             init = SPHERE_INIT_STDDEV if self.geometry == "sphere" else 1.0 / self.embedding_dim**0.5
+        split_seed = self.split_seed
+        if split_seed is None:
+            split_seed = 1 if self.split == "original" else 0
         return dataclasses.replace(
-            self, gor_weight=float(gor), init_stddev=float(init), dataset_options=dict(self.dataset_options)
+            self,
+            gor_weight=float(gor),
+            init_stddev=float(init),
+            split_seed=int(split_seed),
+            dataset_options=dict(self.dataset_options),
         )
 
     def validate(self) -> None:
@@ -136,8 +154,13 @@ class Config:
             (self.cov_loss_weight >= 0, f"--cov_loss_weight must be >= 0, got {self.cov_loss_weight}"),
             (self.clip_norm > 0, f"--clip_norm must be positive, got {self.clip_norm}"),
             (
-                self.stage2_max_logit is None or self.stage2_max_logit >= 0,
-                f"--stage2_max_logit must be >= 0, got {self.stage2_max_logit}",
+                self.stage2_weight_cap is None or self.stage2_weight_cap >= 1,
+                f"--stage2_weight_cap must be >= 1 (or none), got {self.stage2_weight_cap}",
+            ),
+            (0 <= self.stage2_cutoff <= 2, f"--stage2_cutoff must be in [0, 2], got {self.stage2_cutoff}"),
+            (
+                self.stage2_refresh_every >= REFRESH_NEVER,
+                f"--stage2_refresh_every must be >= 0 or 'never', got {self.stage2_refresh_every}",
             ),
             (self.feature_min_count >= 1, f"--feature_min_count must be >= 1, got {self.feature_min_count}"),
             (0 <= self.feature_dropout < 1, f"--feature_dropout must be in [0, 1), got {self.feature_dropout}"),

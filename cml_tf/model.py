@@ -34,7 +34,12 @@ class CML(keras.Model):
         geometry: 'sphere' or 'ball'.
         margin: hinge margin α.
         num_negatives: |N_ij| drawn by stage 2 when batches carry candidates.
-        stage2_max_logit: optional cap on stage 2's inverse-density logits (see `two_stage_select`); None = paper.
+        stage2_weight_cap: λ, the cap on stage 2's inverse-density weight in units of its value at s = 0 (see
+            `cml_tf.samplers.stage2_logits`); None = uncapped, the paper taken literally.
+        stage2_cutoff: D_min: stage 2 ignores candidates closer than this to the positive (0 = off).
+        stage2_refresh_every: which item table stage 2 reads: 0 = the current one (every step); K > 0 = a copy
+            refreshed every K steps; -1 (`REFRESH_NEVER`) = the copy made at initialisation (what the original code's
+            forked sampler processes effectively used).
         gor_weight: λ_g of Global Orthogonal Regularisation (0 disables).
         use_rank_weight: CollMetric's WARP weight log(rank + 1).
         cov_loss_weight: weight of the covariance loss (0 disables; it reads both whole tables: O(catalog)).
@@ -56,7 +61,9 @@ class CML(keras.Model):
         geometry: str = "sphere",
         margin: float = 1.0,
         num_negatives: int = 1,
-        stage2_max_logit: float | None = None,
+        stage2_weight_cap: float | None = None,
+        stage2_cutoff: float = 0.0,
+        stage2_refresh_every: int = 0,
         gor_weight: float = 0.0,
         use_rank_weight: bool = False,
         cov_loss_weight: float = 0.0,
@@ -78,7 +85,9 @@ class CML(keras.Model):
         self.geometry = geometry
         self.margin = float(margin)
         self.num_negatives = int(num_negatives)
-        self.stage2_max_logit = None if stage2_max_logit is None else float(stage2_max_logit)
+        self.stage2_weight_cap = None if stage2_weight_cap is None else float(stage2_weight_cap)
+        self.stage2_cutoff = float(stage2_cutoff)
+        self.stage2_refresh_every = int(stage2_refresh_every)
         self.gor_weight = float(gor_weight)
         self.use_rank_weight = bool(use_rank_weight)
         self.cov_loss_weight = float(cov_loss_weight)
@@ -111,6 +120,18 @@ class CML(keras.Model):
             for layer in (self.user_embedding, self.item_embedding):
                 layer.embeddings.assign(tf.clip_by_norm(layer.embeddings, self.clip_norm, axes=[1]))
         self.normalize = keras.layers.UnitNormalization(axis=-1) if geometry == "sphere" else None
+        self.stage2_snapshot = None
+        if self.stage2_refresh_every != 0:
+            # the item table stage 2 reads: a copy, refreshed in the step (K > 0) or never (-1); checkpointed with
+            # the model, so a resumed run reads the copy the uninterrupted one would have read
+            self.stage2_snapshot = self.add_weight(
+                shape=(self.n_items, self.embedding_dim),
+                initializer="zeros",
+                trainable=False,
+                name="stage2_item_snapshot",
+                aggregation="only_first_replica",
+            )
+            self.refresh_stage2_snapshot()
         self.feature_projection = (
             ItemFeatureProjection(
                 item_features,
@@ -186,20 +207,44 @@ class CML(keras.Model):
         step = tf.cast(self.optimizer.iterations, tf.int64)
         return tf.stack([tf.constant(self.seed, tf.int64), step * 1024 + tf.cast(replica_id, tf.int64)])
 
+    def refresh_stage2_snapshot(self) -> None:
+        """Copies the current item table into stage 2's snapshot (no-op when stage 2 reads the current table)."""
+        if self.stage2_snapshot is not None:
+            self.stage2_snapshot.assign(self.item_embedding.embeddings)
+
+    def _stage2_table(self):
+        """The item table stage 2 reads (a ``tf.Variable``): the current one, or the snapshot, refreshed here at
+        steps 0, K, 2K, … when ``stage2_refresh_every`` = K > 0 (reads of it later in the step come after)."""
+        if self.stage2_snapshot is None:
+            return self.item_embedding.embeddings.value
+        snapshot = self.stage2_snapshot.value
+        if self.stage2_refresh_every > 0:
+
+            def refresh():
+                snapshot.assign(self.item_embedding.embeddings.value)
+                return tf.constant(True)
+
+            due = tf.equal(tf.math.floormod(self.optimizer.iterations, self.stage2_refresh_every), 0)
+            tf.cond(due, refresh, lambda: tf.constant(False))
+        return snapshot
+
     def select_negatives(self, data) -> tf.Tensor:
-        """The batch's negatives [B, N] int32: given by the pipeline, or drawn by stage 2 on current embeddings."""
+        """The batch's negatives [B, N] int32: given by the pipeline, or drawn by stage 2 (current embeddings unless
+        ``stage2_refresh_every`` says otherwise)."""
         if "negatives" in data:
             return data["negatives"]
         candidates = data["candidates"]
-        positive_vectors = tf.stop_gradient(self.item_vectors(data["positives"]))
-        candidate_vectors = tf.stop_gradient(self.item_vectors(candidates))
+        table = self._stage2_table()
+        positive_vectors = tf.stop_gradient(self._geometry(tf.gather(table, data["positives"])))
+        candidate_vectors = tf.stop_gradient(self._geometry(tf.gather(table, candidates)))
         picked = two_stage_select(
             positive_vectors,
             candidate_vectors,
             data["candidate_is_positive"],
             self.num_negatives,
             self._step_seed(),
-            max_logit=self.stage2_max_logit,
+            weight_cap=self.stage2_weight_cap,
+            cutoff=self.stage2_cutoff,
         )
         return tf.gather(candidates, picked)
 
@@ -312,6 +357,9 @@ class CML(keras.Model):
             "geometry": self.geometry,
             "margin": self.margin,
             "num_negatives": self.num_negatives,
+            "stage2_weight_cap": self.stage2_weight_cap,
+            "stage2_cutoff": self.stage2_cutoff,
+            "stage2_refresh_every": self.stage2_refresh_every,
             "gor_weight": self.gor_weight,
             "use_rank_weight": self.use_rank_weight,
             "cov_loss_weight": self.cov_loss_weight,

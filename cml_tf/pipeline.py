@@ -3,7 +3,7 @@
 An element is a dict of tensors consumed by `CML.train_step`:
 
 * every sampler: ``users`` [B] int32, ``positives`` [B] int32 — a batch of training pairs;
-* ``uniform`` / ``popular``: ``negatives`` [B, N] int32, drawn here, positives rejected;
+* ``uniform`` / ``popular``: ``negatives`` [B, N] int32, drawn here from each user's non-positives;
 * ``2stage``: ``candidates`` [C] int32 (stage 1, sorted ascending) and ``candidate_is_positive`` [B, C] bool;
   stage 2 runs in the training step on the current embeddings. With ``candidate_groups`` = R > 1 (one group per
   replica of a distributed run) ``candidates`` is [R, C]: row block r of the batch (B/R rows) has its own set.
@@ -37,7 +37,6 @@ class SamplerSpec:
         num_candidates: C, the 2-stage candidate set size.
         beta: popularity exponent β.
         popularity_smoothing: added to item counts before ^β (0 = the original's behaviour).
-        rejection_draws: proposals per negative slot for positive rejection (uniform/popular).
     """
 
     sampler: str = "2stage"
@@ -46,7 +45,6 @@ class SamplerSpec:
     num_candidates: int = 2000
     beta: float = 1.0
     popularity_smoothing: float = 1.0
-    rejection_draws: int = 8
 
     def validate(self, n_items: int, num_pairs: int) -> None:
         """Raises ValueError naming the flag for inconsistent values."""
@@ -72,8 +70,6 @@ class SamplerSpec:
             raise ValueError(f"--beta must be >= 0, got {self.beta}")
         if self.popularity_smoothing < 0:
             raise ValueError(f"--popularity_smoothing must be >= 0, got {self.popularity_smoothing}")
-        if self.rejection_draws <= 0:
-            raise ValueError(f"rejection_draws must be positive, got {self.rejection_draws}")
 
 
 class TrainingStream:
@@ -103,12 +99,14 @@ class TrainingStream:
         self.items = tf.constant(train.indices.astype(np.int32))
         self.positive_index = S.PositiveIndex(train)
         counts = np.bincount(train.indices, minlength=self.n_items)
-        if spec.sampler == "uniform":
-            self.item_sampler = S.ItemSampler(None, self.n_items)
-        else:
+        log_w = None
+        if spec.sampler != "uniform":
             log_w = S.popularity_log_weights(counts, spec.beta, spec.popularity_smoothing)
+        if spec.sampler != "2stage":
+            self.negative_sampler = S.NegativeSampler(train, log_w)
+        else:
             self.item_sampler = S.ItemSampler(log_w, self.n_items)
-            if spec.sampler == "2stage" and spec.num_candidates > self.item_sampler.num_drawable:
+            if spec.num_candidates > self.item_sampler.num_drawable:
                 raise ValueError(
                     f"--num_candidates={spec.num_candidates} exceeds the {self.item_sampler.num_drawable} items with "
                     "non-zero popularity weight (raise --popularity_smoothing above 0)"
@@ -145,9 +143,7 @@ class TrainingStream:
                 out["candidates"] = tf.cast(tf.stack(sets), tf.int32)  # [groups, C]
                 out["candidate_is_positive"] = tf.concat(masks, axis=0)  # [B, C]
         else:
-            negatives = S.sample_negatives(
-                self.item_sampler, self.positive_index, users, spec.num_negatives, seed, spec.rejection_draws
-            )
+            negatives = self.negative_sampler.sample(users, spec.num_negatives, seed)
             out["negatives"] = tf.cast(negatives, tf.int32)
         return out
 

@@ -1,16 +1,24 @@
 """Negative samplers as vectorised TensorFlow ops with explicit stateless seeds.
 
-* ``uniform``: items uniformly at random, with replacement, never a training positive of the user.
-* ``popular``: items with probability ∝ (f(j) + smoothing)^β, with replacement, never a positive. f(j) is the
-  item's training count. ``smoothing`` (default 1) keeps items absent from training drawable: the original
-  popular sampler never drew them, so nothing ever pushed them away and they drifted close to every user.
+* ``uniform``: items uniformly at random among the user's non-positives, with replacement. Drawn exactly from the
+  complement (`NegativeSampler`): a draw is never a training positive of the user.
+* ``popular``: items with probability ∝ (f(j) + smoothing)^β among the user's non-positives, with replacement,
+  drawn exactly from the complement. f(j) is the item's training count. ``smoothing`` (default 1) keeps items absent
+  from training drawable: the original popular sampler never drew them, so nothing ever pushed them away and they
+  drifted close to every user.
 * ``2stage`` (Tran et al. 2019): stage 1 draws C candidates by popularity^β without replacement, one set per
-  batch (in the input pipeline); stage 2, inside the training step on the CURRENT embeddings, draws |N_ij|
-  negatives per positive v_j among the candidates with probability ∝ 1 / p(v_jᵀv_n = s), where
-  p(s) ∝ (1 − s²)^((d−3)/2) is the density of the dot product of two random unit vectors. Computed as logits
-  ``−((d−3)/2)·log(1 − s²)`` (the weights themselves overflow float32 at d = 128), s clipped below 1, zero
-  probability for s < 0, without replacement by Gumbel top-k, never a positive of the user; where no candidate has
-  s ≥ 0 the draw falls back to uniform over the (non-positive) candidates.
+  batch (in the input pipeline); stage 2, inside the training step, draws |N_ij| negatives per positive v_j among
+  the candidates with probability ∝ w(s), s = v_jᵀv_n, by distance-weighted sampling (Wu et al. 2017, the paper's
+  reference [21]): the inverse density q(s)⁻¹ of the dot product of two random unit vectors,
+  q(s) ∝ (1 − s²)^((d−3)/2), taken relative to its value at s = 0 and capped at λ,
+
+      w(s) = min(λ, (1 − s²)^(−(d−3)/2))   for 0 ≤ s and D(v_j, v_n) = √(2 − 2s) ≥ D_min;   w(s) = 0 otherwise.
+
+  λ = ∞ is the paper taken literally (at d = 128 hardest-negative mining), λ = 1 is uniform over the candidates
+  with s ≥ 0. The cut-off D_min ignores candidates closer than D_min to the positive. Computed as logits (the
+  uncapped weights overflow float32 at d = 128), without replacement (Gumbel top-k; one inverse-CDF draw for
+  |N_ij| = 1), never a positive of the user; where no candidate has a weight the draw falls back to uniform over the
+  (non-positive) candidates.
 
 Randomness is stateless: each op takes a ``seed`` of shape [2] (int32/int64), so the same seed gives the same
 draws whatever the parallelism, and a resumed run draws what the uninterrupted run would have drawn.
@@ -193,37 +201,122 @@ class ItemSampler:
         return unique[:num]
 
 
-def sample_negatives(
-    sampler: ItemSampler, positives: PositiveIndex, users: tf.Tensor, num: int, seed: tf.Tensor, draws: int = 8
-) -> tf.Tensor:
-    """|N_ij| negatives per user from ``sampler``, rejecting the user's training positives.
-
-    Each slot gets ``draws`` i.i.d. proposals and keeps the first that is not a positive: exact rejection sampling
-    unless all proposals are positives (probability ``p^draws`` for a positive mass p), in which case the slot keeps
-    its last proposal.
+def _segment_count_le(values: tf.Tensor, starts: tf.Tensor, lengths: tf.Tensor, queries: tf.Tensor, depth: int):
+    """For each query, how many entries of its segment of ``values`` are <= the query (binary search).
 
     Args:
-        sampler: the item distribution.
-        positives: membership index of the training matrix.
-        users: [batch] int user ids.
-        num: negatives per user.
-        seed: [2] int stateless seed.
-        draws: proposals per slot.
+        values: [nnz] values, nondecreasing within each segment.
+        starts: [...] int64 first position of each query's segment.
+        lengths: [...] int64 segment lengths.
+        queries: [...] values to search, same dtype as ``values``.
+        depth: number of halvings, >= log2(longest segment + 1) (a Python int: the loop is unrolled).
 
     Returns:
-        [batch, num] int64 item ids.
+        [...] int64 counts in [0, lengths].
     """
-    batch = tf.shape(users)[0]
-    proposals = sampler.sample(tf.stack([batch, num, draws]), seed)  # [batch, num, draws]
-    rejected = positives.contains(tf.cast(users, tf.int64)[:, None, None], proposals)
-    # index of the first accepted proposal (or the last proposal when none is)
-    order = tf.where(rejected, draws, tf.range(draws)[None, None, :])
-    first = tf.minimum(tf.reduce_min(order, axis=-1), draws - 1)
-    return tf.gather(proposals, first, batch_dims=2)
+    starts, lengths = tf.cast(starts, tf.int64), tf.cast(lengths, tf.int64)
+    lo, hi = starts, starts + lengths
+    last = tf.maximum(tf.size(values, out_type=tf.int64) - 1, 0)
+    for _ in range(depth):
+        active = lo < hi
+        mid = (lo + hi) // 2
+        le = tf.gather(values, tf.minimum(mid, last)) <= queries
+        lo = tf.where(active & le, mid + 1, lo)
+        hi = tf.where(active & ~le, mid, hi)
+    return lo - starts
+
+
+class NegativeSampler:
+    """Negatives drawn exactly from each user's complement: never a training positive of the user.
+
+    ``uniform``: the r-th non-positive item of user u, r uniform in [0, n − |P_u|), is r + #{i : p_i − i ≤ r} for the
+    user's sorted positives p_0 < p_1 < …; the count is a binary search in the user's row.
+    ``popular``: target t uniform on the user's non-positive mass [0, 1 − W_u); the positives whose non-positive mass
+    before them c_i = F(p_i⁻) − Σ_{j<i} w(p_j) is <= t lie before the draw, so the draw is the item where the full
+    CDF passes t + Σ of their weights. Both cost O(log |P_u|) per draw, nothing per catalog item.
+    Float rounding could in principle land a popular draw on a positive or an item of zero weight; such draws (and
+    those of users whose every drawable item is a positive) are replaced by the exact uniform draw, so "never a
+    positive" holds unconditionally. A user who holds every item has no negative; such a user gets item n − 1.
+
+    Args:
+        train: [n_users, n_items] CSR of training positives.
+        log_weights: [n_items] log item weights (popularity^β), or None for uniform.
+    """
+
+    def __init__(self, train: sp.csr_matrix, log_weights: np.ndarray | None = None):
+        train = sp.csr_matrix(train)
+        train.sort_indices()
+        self.n_users, self.n_items = train.shape
+        degree = np.diff(train.indptr).astype(np.int64)
+        self.depth = int(np.ceil(np.log2(degree.max(initial=0) + 2)))
+        local = np.arange(train.nnz, dtype=np.int64) - np.repeat(train.indptr[:-1].astype(np.int64), degree)
+        self.starts = tf.constant(train.indptr[:-1].astype(np.int64))
+        self.degree = tf.constant(degree)
+        self.shifted = tf.constant(train.indices.astype(np.int64) - local)  # p_i − i, nondecreasing per row
+        self.index = PositiveIndex(train)
+        self.cdf = None
+        if log_weights is not None:
+            log_weights = np.asarray(log_weights, np.float64)
+            w = np.exp(log_weights - np.max(log_weights))
+            if log_weights.shape != (self.n_items,) or not np.isfinite(w).all() or w.sum() <= 0:
+                raise ValueError("popularity weights must be finite, one per item, with a positive sum")
+            w = w / w.sum()
+            cdf = np.cumsum(w)
+            pos_w = w[train.indices]
+            incl = np.cumsum(pos_w)  # running sum over all rows; made per-row below
+            row_base = np.repeat(np.concatenate([[0.0], incl])[train.indptr[:-1]], degree)
+            within_incl = incl - row_base  # Σ_{j<=i} w(p_j) within the row
+            self.cdf = tf.constant(cdf)
+            self.weights = tf.constant(w)
+            self.mass_before = tf.constant(cdf[train.indices] - pos_w - (within_incl - pos_w))  # c_i
+            self.within_incl = tf.constant(within_incl)
+            rows = np.repeat(np.arange(self.n_users), degree)
+            self.positive_mass = tf.constant(np.bincount(rows, weights=pos_w, minlength=self.n_users))
+
+    def _uniform(self, users, shape, seed):
+        starts, degree = tf.gather(self.starts, users), tf.gather(self.degree, users)
+        free = tf.maximum(self.n_items - degree, 1)
+        u = tf.random.stateless_uniform(shape, seed, dtype=tf.float64)
+        r = tf.minimum(tf.cast(tf.floor(u * tf.cast(free, tf.float64)), tf.int64), free - 1)
+        k = _segment_count_le(self.shifted, starts, degree, r, self.depth)
+        return tf.minimum(r + k, self.n_items - 1)
+
+    def sample(self, users: tf.Tensor, num: int, seed: tf.Tensor) -> tf.Tensor:
+        """``num`` negatives per user, with replacement.
+
+        Args:
+            users: [batch] int user ids.
+            num: negatives per user.
+            seed: [2] int stateless seed.
+
+        Returns:
+            [batch, num] int64 item ids, none a training positive of its user.
+        """
+        users = tf.cast(users, tf.int64)[:, None] * tf.ones([1, num], tf.int64)  # [batch, num]
+        shape = tf.shape(users)
+        seeds = tf.random.experimental.stateless_split(seed, num=2)
+        exact_uniform = self._uniform(users, shape, seeds[0])
+        if self.cdf is None:
+            return exact_uniform
+        starts, degree = tf.gather(self.starts, users), tf.gather(self.degree, users)
+        free_mass = 1.0 - tf.gather(self.positive_mass, users)
+        t = tf.random.stateless_uniform(shape, seeds[1], dtype=tf.float64) * free_mass
+        k = _segment_count_le(self.mass_before, starts, degree, t, self.depth)
+        last_before = tf.maximum(starts + k - 1, 0)
+        skipped = tf.where(
+            k > 0, tf.gather(self.within_incl, tf.minimum(last_before, tf.size(self.within_incl, tf.int64) - 1)), 0.0
+        )
+        x = t + skipped
+        drawn = tf.minimum(
+            tf.searchsorted(self.cdf, tf.reshape(x, [-1]), side="right", out_type=tf.int64), self.n_items - 1
+        )
+        drawn = tf.reshape(drawn, shape)
+        bad = (free_mass <= 0) | (tf.gather(self.weights, drawn) <= 0) | self.index.contains(users, drawn)
+        return tf.where(bad, exact_uniform, drawn)
 
 
 def inverse_density_logits(similarities: tf.Tensor, dim: int, clip: float = 1.0 - 1e-6) -> tf.Tensor:
-    """log(1 / p(s)) up to a constant, for p(s) ∝ (1 − s²)^((d−3)/2); −inf where s < 0.
+    """log(q(0) / q(s)) for the density q(s) ∝ (1 − s²)^((d−3)/2) of random unit vectors' dot products; −inf for s < 0.
 
     Args:
         similarities: [...] dot products s of unit vectors.
@@ -231,11 +324,36 @@ def inverse_density_logits(similarities: tf.Tensor, dim: int, clip: float = 1.0 
         clip: upper clip of s (s = 1 would be infinite).
 
     Returns:
-        [...] float logits ``−((d−3)/2)·log(1 − s²)`` for 0 <= s, −inf otherwise.
+        [...] float logits ``−((d−3)/2)·log(1 − s²)`` (0 at s = 0) for 0 <= s, −inf otherwise.
     """
     s = tf.minimum(similarities, clip)
     logits = -0.5 * (dim - 3.0) * tf.math.log1p(-tf.square(s))
     return tf.where(similarities >= 0.0, logits, tf.constant(-np.inf, logits.dtype))
+
+
+def stage2_logits(similarities: tf.Tensor, dim: int, weight_cap: float | None = None, cutoff: float = 0.0) -> tf.Tensor:
+    """log w(s) of distance-weighted sampling (Wu et al. 2017): w(s) = min(λ, q(0)/q(s)), 0 below the cut-off.
+
+    Args:
+        similarities: [...] dot products s of the positive's and the candidates' unit vectors.
+        dim: embedding dimension d.
+        weight_cap: λ >= 1, the cap on the inverse-density weight in units of its value at s = 0 (the density's
+            mode: a candidate orthogonal to the positive has weight 1). None: uncapped, the paper taken literally.
+            λ = 1 gives every candidate with s >= 0 the same weight.
+        cutoff: D_min in [0, 2]: candidates closer to the positive than this distance on the unit sphere,
+            D = √(2 − 2s) < D_min, get weight 0 (ignored). 0 disables.
+
+    Returns:
+        [...] float logits, −inf where the weight is 0 (s < 0, or closer than the cut-off).
+    """
+    logits = inverse_density_logits(similarities, dim)
+    if weight_cap is not None:
+        logits = tf.minimum(logits, float(np.log(weight_cap)))
+    if cutoff > 0:
+        # D < D_min  <=>  s > 1 − D_min² / 2
+        too_close = similarities > 1.0 - 0.5 * cutoff * cutoff
+        logits = tf.where(too_close, tf.constant(-np.inf, logits.dtype), logits)
+    return logits
 
 
 def two_stage_select(
@@ -244,32 +362,29 @@ def two_stage_select(
     candidate_is_positive: tf.Tensor,
     num: int,
     seed: tf.Tensor,
-    max_logit: float | None = None,
+    weight_cap: float | None = None,
+    cutoff: float = 0.0,
 ) -> tf.Tensor:
-    """Stage 2: picks ``num`` candidates per positive, without replacement, ∝ inverse density of their similarity.
+    """Stage 2: picks ``num`` candidates per positive, without replacement, ∝ the capped inverse density w(s).
 
     Args:
-        positive_vectors: [batch, d] unit vectors of the positive items (current embeddings, no gradient needed).
+        positive_vectors: [batch, d] unit vectors of the positive items (no gradient needed).
         candidate_vectors: [C, d] unit vectors of the stage-1 candidates.
         candidate_is_positive: [batch, C] bool, candidates that are positives of the row's user (never drawn
             unless fewer than ``num`` candidates are left).
         num: |N_ij|.
         seed: [2] int stateless seed.
-        max_logit: optional cap on the logits (weights capped at e^max_logit times the weight at s = 0). None is
-            the paper. At d = 128 the uncapped weights make stage 2 pick the candidate most similar to the
-            positive almost surely (hardest-negative mining); a cap keeps weight on every candidate with s >= 0,
-            as Wu et al. (2017) clip their inverse-density weights. 0 gives uniform over the candidates with s >= 0.
+        weight_cap: λ of `stage2_logits` (None: the paper's uncapped weights, hardest-negative mining at d = 128).
+        cutoff: D_min of `stage2_logits` (0: off).
 
     Returns:
         [batch, num] int32 indices into the candidates.
     """
     if num == 1:
-        return _select_one(positive_vectors, candidate_vectors, candidate_is_positive, seed, max_logit)
+        return _select_one(positive_vectors, candidate_vectors, candidate_is_positive, seed, weight_cap, cutoff)
     dim = positive_vectors.shape[-1]
     s = tf.matmul(positive_vectors, candidate_vectors, transpose_b=True)  # [batch, C]
-    logits = inverse_density_logits(s, dim)
-    if max_logit is not None:
-        logits = tf.minimum(logits, max_logit)
+    logits = stage2_logits(s, dim, weight_cap, cutoff)
     u = tf.random.stateless_uniform(tf.shape(s), seed, minval=1e-20, maxval=1.0, dtype=s.dtype)
     gumbel = -tf.math.log(-tf.math.log(u))
     valid = tf.math.is_finite(logits) & ~candidate_is_positive
@@ -282,15 +397,14 @@ def two_stage_select(
 
 
 @tf.function(jit_compile=True)
-def _select_one(positive_vectors, candidate_vectors, candidate_is_positive, seed, max_logit=None):
+def _select_one(positive_vectors, candidate_vectors, candidate_is_positive, seed, weight_cap=None, cutoff=0.0):
     """Stage 2 for |N_ij| = 1, compiled with XLA: the similarities, logits and inverse-CDF draw fuse into a few
     loops over the [batch, C] matrix (measured on 2 CPU cores, B=256, C=2000: 3.0 ms against 5.9 ms unfused).
     Gumbel noise is not used here: XLA's CPU random generator is slow for B·C numbers, and top_k under XLA sorts.
+    ``weight_cap`` and ``cutoff`` are Python numbers: constants of the compiled function.
     """
     s = tf.matmul(positive_vectors, candidate_vectors, transpose_b=True)  # [batch, C]
-    logits = inverse_density_logits(s, positive_vectors.shape[-1])
-    if max_logit is not None:
-        logits = tf.minimum(logits, max_logit)
+    logits = stage2_logits(s, positive_vectors.shape[-1], weight_cap, cutoff)
     return _inverse_cdf_select(logits, candidate_is_positive, seed)
 
 
@@ -302,7 +416,7 @@ def _inverse_cdf_select(logits: tf.Tensor, candidate_is_positive: tf.Tensor, see
     logs per candidate: stage 2 with |N_ij| = 1 is the common case and this is its hot path.
 
     Args:
-        logits: [batch, C] inverse-density logits (−inf where s < 0).
+        logits: [batch, C] stage-2 logits (−inf where the weight is 0).
         candidate_is_positive: [batch, C] bool.
         seed: [2] int stateless seed.
 

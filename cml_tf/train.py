@@ -21,7 +21,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 
 from cml_tf import data_flags  # noqa: F401  (defines --dataset, --data_path and the filter flags)
-from cml_tf.config import PRESETS, Config
+from cml_tf.config import PRESETS, REFRESH_NEVER, Config
 from cml_tf.interactions import DataError
 
 _D = Config()
@@ -54,11 +54,30 @@ flags.DEFINE_float(
     _D.popularity_smoothing,
     "Added to item counts before ^β; 0 never draws items absent from training (the original's behaviour).",
 )
+flags.DEFINE_string(
+    "stage2_weight_cap",
+    str(_D.stage2_weight_cap).lower(),
+    "2stage: λ of Wu et al.'s min(λ, q(s)^-1), the cap on the inverse-density weight in units of its value at s = 0 "
+    "(1 = uniform over the candidates with s >= 0; 'none' = uncapped, the paper taken literally, which is "
+    "hardest-negative mining at d = 128). The default was chosen by experiments/stage2_sweep.py.",
+)
 flags.DEFINE_float(
-    "stage2_max_logit",
+    "stage2_cutoff",
+    _D.stage2_cutoff,
+    "2stage: D_min, ignore candidates closer than this distance to the positive on the unit sphere "
+    "(D = sqrt(2 - 2s); 0 = off).",
+)
+flags.DEFINE_string(
+    "stage2_refresh_every",
+    str(_D.stage2_refresh_every),
+    "2stage: the item table stage 2 reads: 0 = the current one at every step; K = a copy refreshed every K steps; "
+    "'never' = the copy made at initialisation (what the original code's forked sampler workers read).",
+)
+flags.DEFINE_integer(
+    "split_seed",
     None,
-    "Cap on stage 2's inverse-density logits (default none: the paper). "
-    "At d=128 the uncapped weights make stage 2 pick the hardest candidate; 0 = uniform over s >= 0.",
+    "Seed of the split alone (default 1 for --split=original, CollMetric's split; 0 for kfold). --seed does not "
+    "change the split, so several training seeds share one split.",
 )
 flags.DEFINE_integer("embedding_dim", _D.embedding_dim, "d.")
 flags.DEFINE_float("margin", _D.margin, "Hinge margin α.")
@@ -115,7 +134,9 @@ flags.DEFINE_integer("verbose", 1, "1: progress bar; 2: one line per evaluation;
 FLAGS = flags.FLAGS
 
 # flag name -> Config field, for the flags that map one to one.
-_CONFIG_FLAGS = [f.name for f in dataclasses.fields(Config) if f.name not in ("dataset_options",)]
+# flags parsed from text: stage2_weight_cap ('none' = uncapped), stage2_refresh_every ('never')
+_PARSED_FLAGS = ("stage2_weight_cap", "stage2_refresh_every")
+_CONFIG_FLAGS = [f.name for f in dataclasses.fields(Config) if f.name not in ("dataset_options", *_PARSED_FLAGS)]
 
 
 def config_from_flags(flag_values=FLAGS) -> Config:
@@ -127,9 +148,36 @@ def config_from_flags(flag_values=FLAGS) -> Config:
             values[field] = flag_values[field].value
     values["dataset"] = name
     values["dataset_options"] = options
+    if flag_values["stage2_weight_cap"].present:
+        values["stage2_weight_cap"] = _parse_weight_cap(flag_values.stage2_weight_cap)
+    if flag_values["stage2_refresh_every"].present:
+        values["stage2_refresh_every"] = _parse_refresh(flag_values.stage2_refresh_every)
     config = Config(**values)
     config.validate()
     return config
+
+
+def _parse_weight_cap(text: str) -> float | None:
+    text = text.strip().lower()
+    if text in ("none", "inf", "infinity"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--stage2_weight_cap: expected a number >= 1 or 'none', got {text!r}") from None
+
+
+def _parse_refresh(text: str) -> int:
+    text = text.strip().lower()
+    if text == "never":
+        return REFRESH_NEVER
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"--stage2_refresh_every: expected an integer >= 0 or 'never', got {text!r}") from None
+    if value < 0:
+        raise ValueError(f"--stage2_refresh_every: expected an integer >= 0 or 'never', got {value}")
+    return value
 
 
 def default_model_dir(config: Config) -> str:

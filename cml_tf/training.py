@@ -64,7 +64,8 @@ def load_data(config: Config, **load_kwargs) -> tuple[Interactions, Split]:
 
 
 def split_data(config: Config, interactions: Interactions) -> Split:
-    """The config's split of the interactions, validated."""
+    """The config's split of the interactions (seeded by ``split_seed``), validated."""
+    split_seed = config.resolved().split_seed
     if config.split == "kfold":
         split = make_split(
             interactions.matrix,
@@ -72,10 +73,10 @@ def split_data(config: Config, interactions: Interactions) -> Split:
             num_folds=config.num_folds,
             fold=config.fold,
             valid_fraction=config.valid_fraction,
-            seed=config.seed,
+            seed=split_seed,
         )
     else:
-        split = make_split(interactions.matrix, "original", seed=config.seed)
+        split = make_split(interactions.matrix, "original", seed=split_seed)
     split.validate()
     return split
 
@@ -105,7 +106,9 @@ def build_model(config: Config, n_users: int, n_items: int, features=None, steps
         geometry=config.geometry,
         margin=config.margin,
         num_negatives=config.num_negatives,
-        stage2_max_logit=config.stage2_max_logit,
+        stage2_weight_cap=config.stage2_weight_cap,
+        stage2_cutoff=config.stage2_cutoff,
+        stage2_refresh_every=config.stage2_refresh_every,
         gor_weight=config.gor_weight or 0.0,
         use_rank_weight=config.use_rank_weight,
         cov_loss_weight=config.cov_loss_weight,
@@ -338,6 +341,7 @@ def train(
     elif model.feature_projection is not None:
         # CML+F starts every item at its feature projection, as CollMetric's optimize() does
         initialise_items_from_features(model)
+        model.refresh_stage2_snapshot()
     distribute.agree(strategy, [start_step], "the step to resume from")
     metrics_path = os.path.join(model_dir, "metrics.csv")
     rows = [r for r in read_metrics_csv(metrics_path) if r["step"] <= start_step] if latest else []

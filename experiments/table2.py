@@ -289,6 +289,7 @@ def cell_config(settings: Settings, cell: Cell, fold: int, train_pairs: int):
         "batch_size": cell.batch_size,
         "num_negatives": cell.num_negatives,
         "seed": settings.seed,
+        "split_seed": settings.seed,
         "k": K,
     }
     steps = run_steps(settings, cell.batch_size, train_pairs)
@@ -495,8 +496,8 @@ def run(settings: Settings, *, log=print) -> list[dict]:
         sys.stdout.flush()
 
     for fold in settings.folds:
-        base = Config(split="kfold", num_folds=settings.num_folds, fold=fold, seed=settings.seed)
-        split = training.split_data(base, interactions)  # depends only on (data, num_folds, fold, seed)
+        base = Config(split="kfold", num_folds=settings.num_folds, fold=fold, split_seed=settings.seed)
+        split = training.split_data(base, interactions)  # depends only on (data, num_folds, fold, split_seed)
         rec_users = recommendation_users(split.test, settings.rec_users, settings.seed) if settings.rec_users else None
 
         for name in settings.baselines:

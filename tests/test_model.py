@@ -291,3 +291,60 @@ def test_stage2_seed_changes_with_the_step():
     np.testing.assert_array_equal(first, model.select_negatives(data).numpy())  # same step, same draws
     model.optimizer.iterations.assign(1)
     assert not np.array_equal(first, model.select_negatives(data).numpy())
+
+
+def _stage2_picks(model, rows=400):
+    """Stage 2's picks for positive item 0 over candidates 1..N_ITEMS-1 (uncapped: the hardest candidate wins)."""
+    data = {
+        "users": tf.zeros([rows], tf.int32),
+        "positives": tf.zeros([rows], tf.int32),
+        "candidates": tf.range(1, N_ITEMS, dtype=tf.int32),
+        "candidate_is_positive": tf.zeros([rows, N_ITEMS - 1], tf.bool),
+    }
+    return model.select_negatives(data).numpy().ravel()
+
+
+def _copy_item_zero_into(model, row):
+    """Makes item ``row`` (almost) the positive item 0 in the CURRENT table: the hardest candidate by far."""
+    table = model.item_embedding.embeddings.numpy()
+    table[row] = table[0] + 1e-4
+    model.item_embedding.embeddings.assign(table)
+
+
+@pytest.mark.parametrize("refresh", [0, -1, 5])
+def test_stage2_reads_current_or_snapshot_table(refresh):
+    model = _model(embedding_dim=64, num_negatives=1, stage2_weight_cap=None, stage2_refresh_every=refresh, seed=4)
+    initial = model.item_embedding.embeddings.numpy().copy()
+    before = _stage2_picks(model)
+    assert np.mean(before == 7) < 0.5  # at initialisation item 7 is not the hardest candidate
+    _copy_item_zero_into(model, 7)
+    model.optimizer.iterations.assign(3)
+    picks = _stage2_picks(model)
+    if refresh == 0:
+        # the default reads the current table at every step: the new hardest candidate, always
+        assert model.stage2_snapshot is None
+        assert (picks == 7).all()
+    else:
+        # a snapshot mode reads the stale copy made at initialisation (step 3 is no refresh step for K = 5)
+        np.testing.assert_array_equal(model.stage2_snapshot.numpy(), initial)
+        assert np.mean(picks == 7) < 0.5
+        np.testing.assert_array_equal(picks, _stage2_picks(model))
+    model.optimizer.iterations.assign(5)
+    picks = _stage2_picks(model)
+    if refresh == 5:  # step 5 refreshes the copy before reading it
+        np.testing.assert_array_equal(model.stage2_snapshot.numpy(), model.item_embedding.embeddings.numpy())
+        assert (picks == 7).all()
+    elif refresh == -1:  # never refreshed
+        np.testing.assert_array_equal(model.stage2_snapshot.numpy(), initial)
+        assert np.mean(picks == 7) < 0.5
+
+
+def test_stage2_snapshot_is_checkpointed(tmp_path):
+    model = _model(num_negatives=1, stage2_refresh_every=-1, seed=2)
+    saved = model.stage2_snapshot.numpy().copy()
+    checkpoint = tf.train.Checkpoint(model=model)
+    path = checkpoint.save(str(tmp_path / "ckpt"))
+    model.stage2_snapshot.assign(np.zeros_like(saved))
+    checkpoint.restore(path).assert_existing_objects_matched()
+    np.testing.assert_array_equal(model.stage2_snapshot.numpy(), saved)
+    assert model.get_config()["stage2_refresh_every"] == -1

@@ -23,7 +23,7 @@ def train():
 
 
 def _spec(sampler, **kw):
-    base = dict(sampler=sampler, batch_size=BATCH, num_negatives=3, num_candidates=10, rejection_draws=32)
+    base = dict(sampler=sampler, batch_size=BATCH, num_negatives=3, num_candidates=10)
     base.update(kw)
     return SamplerSpec(**base)
 
@@ -54,7 +54,6 @@ def _assert_same(a, b):
         (dict(sampler="uniform", num_negatives=N_ITEMS), "--num_negatives"),
         (dict(beta=-1.0), "--beta"),
         (dict(popularity_smoothing=-0.5), "--popularity_smoothing"),
-        (dict(rejection_draws=0), "rejection_draws"),
     ],
 )
 def test_spec_validate_names_the_flag(kw, flag):

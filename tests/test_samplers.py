@@ -229,46 +229,68 @@ def test_candidate_mask_matches_dense():
     assert ref.any()  # the check is not vacuous
 
 
-# ----------------------------------------------------------------------------------------- sample_negatives
-def test_sample_negatives_equals_first_non_positive_proposal():
-    train = _random_csr(20, 30, 0.3, seed=4)
-    dense = train.toarray() > 0
-    index = S.PositiveIndex(train)
-    sampler = S.ItemSampler(S.popularity_log_weights(np.asarray(train.sum(0)).ravel(), 1.0), 30)
-    users = np.arange(20)
-    seed = _seed(11, 3)
-    got = S.sample_negatives(sampler, index, tf.constant(users), 4, seed, draws=8).numpy()
-    proposals = sampler.sample(tf.constant([20, 4, 8]), seed).numpy()
-    ref = np.empty((20, 4), np.int64)
-    for b in range(20):
-        for k in range(4):
-            accepted = [p for p in proposals[b, k] if not dense[users[b], p]]
-            ref[b, k] = accepted[0] if accepted else proposals[b, k, -1]
+# ----------------------------------------------------------------------------------------- NegativeSampler
+def test_segment_count_le_equals_searchsorted_per_row():
+    train = _random_csr(30, 40, 0.4, seed=2)
+    values = train.indices.astype(np.int64)
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 30, size=200)
+    queries = rng.integers(-1, 42, size=200)
+    starts, lengths = train.indptr[users], np.diff(train.indptr)[users]
+    got = S._segment_count_le(
+        tf.constant(values), tf.constant(starts), tf.constant(lengths), tf.constant(queries), depth=6
+    ).numpy()
+    ref = [np.searchsorted(values[a : a + n], q, side="right") for a, n, q in zip(starts, lengths, queries)]
     np.testing.assert_array_equal(got, ref)
 
 
-def test_sample_negatives_never_positive_and_seeded():
-    train = _random_csr(40, 50, 0.25, seed=5)
-    dense = train.toarray() > 0
-    index = S.PositiveIndex(train)
-    sampler = S.ItemSampler(None, 50)
-    users = tf.constant(np.repeat(np.arange(40), 5))
-    a = S.sample_negatives(sampler, index, users, 6, _seed(1), draws=32).numpy()
-    assert a.shape == (200, 6) and a.dtype == np.int64
-    assert not dense[users.numpy()[:, None], a].any()
-    np.testing.assert_array_equal(a, S.sample_negatives(sampler, index, users, 6, _seed(1), draws=32).numpy())
-    assert not np.array_equal(a, S.sample_negatives(sampler, index, users, 6, _seed(2), draws=32).numpy())
+def _negatives(train, log_w, users, num, seed):
+    return S.NegativeSampler(train, log_w).sample(tf.constant(users), num, seed).numpy()
 
 
-def test_sample_negatives_distribution_is_renormalised_over_non_positives():
-    # one user with positives {0, 2}; popularity weights 1..5 -> negatives ∝ w restricted to {1, 3, 4}
-    train = sp.csr_matrix(np.array([[1, 0, 1, 0, 0]], np.float32))
-    index = S.PositiveIndex(train)
-    w = np.arange(1.0, 6.0)
-    sampler = S.ItemSampler(np.log(w), 5)
-    got = S.sample_negatives(sampler, index, tf.zeros([20_000], tf.int64), 1, _seed(9), draws=16).numpy().ravel()
-    probs = np.where([False, True, False, True, True], w, 0.0)
-    assert _chi2_pvalue(np.bincount(got, minlength=5), probs / probs.sum()) > 1e-3
+@pytest.mark.parametrize("popular", [False, True])
+def test_negatives_never_positive_with_the_default_path_and_seeded(popular):
+    # users holding half, 7/8 and all but one of the catalog: rejection with 8 proposals returned positives here
+    n_items = 64
+    dense = np.zeros((4, n_items), bool)
+    dense[0, ::2] = True
+    dense[1, : n_items * 7 // 8] = True
+    dense[2, 1:] = True  # only item 0 is a negative
+    train = sp.csr_matrix(dense.astype(np.float32))
+    log_w = S.popularity_log_weights(dense.sum(0), 1.0) if popular else None
+    users = np.repeat(np.arange(4), 2000)
+    a = _negatives(train, log_w, users, 3, _seed(1))
+    assert a.shape == (8000, 3) and a.dtype == np.int64
+    assert not dense[users[:, None], a].any()
+    assert (a[users == 2] == 0).all()
+    np.testing.assert_array_equal(a, _negatives(train, log_w, users, 3, _seed(1)))
+    assert not np.array_equal(a, _negatives(train, log_w, users, 3, _seed(2)))
+
+
+def test_uniform_negatives_are_uniform_over_the_complement():
+    dense = np.zeros((2, 12), bool)
+    dense[0, [0, 1, 5, 6, 7, 11]] = True
+    train = sp.csr_matrix(dense.astype(np.float32))
+    got = _negatives(train, None, np.zeros(30_000, np.int64), 1, _seed(4)).ravel()
+    probs = (~dense[0]).astype(float)
+    assert _chi2_pvalue(np.bincount(got, minlength=12), probs / probs.sum()) > 1e-3
+
+
+def test_popular_negatives_follow_the_weights_renormalised_over_non_positives():
+    # one user with positives {0, 2, 3}; weights 1..6 -> negatives ∝ w restricted to {1, 4, 5}
+    train = sp.csr_matrix(np.array([[1, 0, 1, 1, 0, 0]], np.float32))
+    w = np.arange(1.0, 7.0)
+    got = _negatives(train, np.log(w), np.zeros(30_000, np.int64), 2, _seed(9)).ravel()
+    probs = np.where(train.toarray()[0] > 0, 0.0, w)
+    assert _chi2_pvalue(np.bincount(got, minlength=6), probs / probs.sum()) > 1e-3
+
+
+def test_popular_negatives_never_draw_zero_weight_items():
+    # smoothing 0: item 3 never occurs in training and has weight 0
+    dense = np.array([[1, 0, 0, 0, 1], [0, 1, 1, 0, 0]], bool)
+    log_w = S.popularity_log_weights(dense.sum(0), 1.0, smoothing=0.0)
+    got = _negatives(sp.csr_matrix(dense.astype(np.float32)), log_w, np.repeat([0, 1], 5000), 1, _seed(3))
+    assert set(np.unique(got[:5000])) == {1, 2} and set(np.unique(got[5000:])) == {0, 4}
 
 
 # ----------------------------------------------------------------------------------------- inverse density
@@ -398,9 +420,69 @@ def test_two_stage_select_depends_on_current_vectors():
     assert np.mean(a == 0) > 0.95 and np.mean(b == 2) > 0.95
 
 
-def test_two_stage_select_max_logit_caps_the_hardest_candidates():
+def _hand_vectors(sims, dim=128):
+    """A positive e1 and unit candidates whose dot products with it are exactly ``sims``."""
+    pos = np.zeros((1, dim), np.float32)
+    pos[0, 0] = 1.0
+    sims = np.asarray(sims, np.float32)
+    cands = np.zeros((sims.size, dim), np.float32)
+    cands[:, 0] = sims
+    cands[np.arange(sims.size), 1 + np.arange(sims.size)] = np.sqrt(1 - sims**2)
+    return pos, cands
+
+
+def _capped_weights(sims, dim, cap, cutoff):
+    """w(s) = min(λ, (1 − s²)^(−(d−3)/2)) for s >= 0 and √(2 − 2s) >= D_min, else 0: written from the definition."""
+    out = []
+    for s in np.asarray(sims, np.float64):
+        if s < 0 or np.sqrt(2 - 2 * s) < cutoff:
+            out.append(0.0)
+            continue
+        inv_density = (1 - s * s) ** (-(dim - 3) / 2)
+        out.append(inv_density if cap is None else min(cap, inv_density))
+    return np.array(out)
+
+
+@pytest.mark.parametrize(
+    "cap, cutoff, num",
+    [(1.0, 0.0, 1), (3.0, 0.0, 1), (50.0, 0.0, 1), (50.0, 0.0, 2), (3.0, 0.9, 1), (None, 0.9, 1), (1e9, 0.0, 1)],
+)
+def test_stage2_distribution_matches_capped_inverse_density(cap, cutoff, num):
+    # hand-computed similarities at d = 128: q⁻¹ = (1 − s²)^−62.5 is 1.0, 1.87, 12.9, 360, 1.6e16 for the s >= 0
+    dim = 128
+    sims = [-0.2, 0.0, 0.1, 0.2, 0.3, 0.6]
+    w = _capped_weights(sims, dim, cap, cutoff)
+    pos, cands = _hand_vectors(sims, dim)
+    rows = 20_000
+    mask = np.zeros((rows, len(sims)), bool)
+    picked = S.two_stage_select(
+        np.repeat(pos, rows, 0), cands, mask, num, _seed(5, 1), weight_cap=cap, cutoff=cutoff
+    ).numpy()
+    first = picked[:, 0]
+    assert _chi2_pvalue(np.bincount(first, minlength=len(sims)), w / w.sum()) > 1e-3
+    if cutoff:
+        assert not (picked == 5).any()  # s = 0.6: D = 0.89 < 0.9, ignored
+
+
+def test_capped_weights_reference_by_hand():
+    # (1 − s²)^−62.5 at s = 0, 0.1, 0.2: 1, 0.99^−62.5 = 1.8741, 0.96^−62.5 = 12.825
+    np.testing.assert_allclose(_capped_weights([0.0, 0.1, 0.2], 128, None, 0.0), [1.0, 1.8741, 12.825], rtol=1e-3)
+    np.testing.assert_allclose(_capped_weights([-0.1, 0.0, 0.1, 0.2], 128, 3.0, 0.0), [0, 1.0, 1.8741, 3.0], rtol=1e-3)
+    # D = √(2 − 2s): s = 0.6 -> 0.894 < 0.9 is cut off, s = 0.5 -> 1.0 is kept
+    np.testing.assert_allclose(_capped_weights([0.5, 0.6], 4, None, 0.9), [(1 - 0.25) ** -0.5, 0.0], rtol=1e-6)
+
+
+def test_stage2_cutoff_leaves_the_uniform_fallback_when_nothing_remains():
+    pos, cands = _hand_vectors([0.9, 0.95, -0.3], 16)
+    mask = np.zeros((6000, 3), bool)
+    picks = S.two_stage_select(np.repeat(pos, 6000, 0), cands, mask, 1, _seed(2), weight_cap=None, cutoff=1.0)
+    freq = np.bincount(picks.numpy()[:, 0], minlength=3) / 6000
+    np.testing.assert_allclose(freq, 1 / 3, atol=0.03)  # no candidate has a weight: uniform over all three
+
+
+def test_two_stage_select_weight_cap_spreads_the_hardest_candidates():
     # candidate 0 has s = 0.9 (logit ~ 104 at d=128), the others s in (0, 0.1]: uncapped, 0 is always picked;
-    # capped at 0, every candidate with s >= 0 is equally likely
+    # capped at λ = 1, every candidate with s >= 0 is equally likely
     dim = 128
     pos = np.zeros((1, dim), np.float32)
     pos[0, 0] = 1.0
@@ -413,6 +495,6 @@ def test_two_stage_select_max_logit_caps_the_hardest_candidates():
     mask = np.zeros((rows, 4), bool)
     picks = S.two_stage_select(p, cands, mask, 1, tf.constant([1, 2], tf.int64)).numpy()[:, 0]
     assert (picks == 0).all()
-    capped = S.two_stage_select(p, cands, mask, 1, tf.constant([1, 2], tf.int64), max_logit=0.0).numpy()[:, 0]
+    capped = S.two_stage_select(p, cands, mask, 1, tf.constant([1, 2], tf.int64), weight_cap=1.0).numpy()[:, 0]
     freq = np.bincount(capped, minlength=4) / rows
     np.testing.assert_allclose(freq, 0.25, atol=0.03)

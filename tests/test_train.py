@@ -174,6 +174,10 @@ def test_cli_trains_resumes_after_kill_and_reports(tmp_path):
         ("--dataset=nope", "--dataset"),
         ("--min_playcount=3", "--min_playcount does not apply to --dataset=synthetic"),
         ("--geometry=cube", "--geometry"),
+        ("--stage2_weight_cap=0.5", "--stage2_weight_cap must be >= 1"),
+        ("--stage2_weight_cap=big", "--stage2_weight_cap: expected a number >= 1 or 'none'"),
+        ("--stage2_refresh_every=sometimes", "--stage2_refresh_every: expected an integer >= 0 or 'never'"),
+        ("--stage2_cutoff=3", "--stage2_cutoff must be in [0, 2]"),
     ],
 )
 def test_cli_bad_flags_fail_before_training_with_the_flag_named(flag, message, tmp_path):
@@ -182,6 +186,40 @@ def test_cli_bad_flags_fail_before_training_with_the_flag_named(flag, message, t
     assert message in out.stderr
     assert "Traceback" not in out.stderr
     assert not os.path.exists(os.path.join(tmp_path, "config.json"))
+
+
+def test_stage2_and_split_seed_flags_map_to_config():
+    from cml_tf import train
+
+    def config(*argv):
+        train.FLAGS.unparse_flags()
+        try:
+            train.FLAGS(["train", *argv])
+            return train.config_from_flags().resolved()
+        finally:
+            train.FLAGS.unparse_flags()
+
+    default = config()
+    assert default.stage2_weight_cap == Config().stage2_weight_cap and default.stage2_refresh_every == 0
+    assert config("--stage2_weight_cap=none").stage2_weight_cap is None
+    assert config("--stage2_weight_cap=20").stage2_weight_cap == 20.0
+    assert config("--stage2_refresh_every=never").stage2_refresh_every == -1
+    assert config("--stage2_refresh_every=100").stage2_refresh_every == 100
+    # the split has its own seed: CollMetric's (1) for the original split whatever --seed says
+    assert config("--split=original").split_seed == 1 and config("--split=original", "--seed=7").split_seed == 1
+    assert config("--split=original", "--split_seed=3").split_seed == 3
+    assert config().split_seed == 0
+
+
+def test_original_split_from_the_command_line_is_collmetrics_whatever_the_seed():
+    from cml_tf.splits import make_split
+
+    data = training.datasets.load("synthetic", None, num_users=60, num_items=80, num_interactions=1500)
+    reference = make_split(data.matrix, "original", seed=1)
+    for seed in (0, 5):
+        split = training.split_data(Config(split="original", seed=seed), data)
+        for a, b in ((split.train, reference.train), (split.valid, reference.valid), (split.test, reference.test)):
+            assert (a != b).nnz == 0
 
 
 def test_collmetric_preset_maps_to_config():
