@@ -1,4 +1,4 @@
-"""Non-metric baselines for Table 2: item popularity, implicit's ALS and BPR, tuned on the validation split.
+"""Non-metric baselines for Table 2: item popularity, implicit's ALS and BPR, and EASE^R, tuned on the validation split.
 
 Protocol (the same folds and metrics as the CML runs, see `cml_tf.training.finish`):
 
@@ -12,7 +12,10 @@ Protocol (the same folds and metrics as the CML runs, see `cml_tf.training.finis
 
 The popularity baseline scores every item by its training count (no hyper-parameters). ALS / BPR are implicit's
 CPU models (``implicit.cpu.als`` / ``implicit.cpu.bpr``) fitted on the binary ``users x items`` CSR, ranked by the
-dot product of ``user_factors`` and ``item_factors`` (BPR's item bias is the last factor column).
+dot product of ``user_factors`` and ``item_factors`` (BPR's item bias is the last factor column). EASE^R (Steck,
+WWW 2019) is the closed form B = I − P·diag(1/diag(P)), P = (XᵀX + λI)⁻¹, scores X_u·B, with λ (``l2``) searched
+on validation; its items × items matrices are dense, so it refuses, naming the memory it would need, when they do
+not fit in the available memory (`ease_memory_bytes`).
 
 A baseline run directory holds ``config.json`` (everything that determines the result), ``results.json`` (test
 metrics, the chosen ``params``, every trial's parameters and validation metrics, the budget) and
@@ -34,12 +37,13 @@ import scipy.sparse as sp
 from cml_tf.evaluation import Evaluator
 from cml_tf.io import write_json_atomic
 
-BASELINES = ("popularity", "als", "bpr")
+BASELINES = ("popularity", "als", "bpr", "ease")
 
 # Defaults of implicit 0.7 (trial 0) and the random-search spaces: ("log", lo, hi) log-uniform, ("choice", [...]).
 DEFAULT_PARAMS = {
     "als": {"regularization": 0.01, "alpha": 1.0, "iterations": 15},
     "bpr": {"learning_rate": 0.01, "regularization": 0.01, "iterations": 100},
+    "ease": {"l2": 500.0},  # Steck (2019): λ = 500 on ML-20M, the range 10..10^4 searched below
 }
 SEARCH_SPACES = {
     "als": {
@@ -52,13 +56,73 @@ SEARCH_SPACES = {
         "regularization": ("log", 1e-4, 0.1),
         "iterations": ("choice", [25, 50, 100, 200]),
     },
+    "ease": {"l2": ("log", 10.0, 1e4)},
 }
 DEFAULT_FACTORS = 128
 DEFAULT_TRIALS = 8
 
 
 class BaselineError(RuntimeError):
-    """A baseline run directory that holds a different config."""
+    """A baseline that cannot run as asked: a run directory holding a different config, or EASE^R's matrices
+    larger than the memory."""
+
+
+def ease_memory_bytes(n_items: int) -> int:
+    """Peak bytes of `fit_ease`: the float32 Gram matrix, its Cholesky inverse and B (three n_items² matrices)."""
+    return 3 * 4 * int(n_items) ** 2
+
+
+def available_memory_bytes() -> int:
+    """MemAvailable of /proc/meminfo (elsewhere: physical pages free), in bytes."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def fit_ease(train: sp.csr_matrix, l2: float, max_bytes: int | None = None) -> np.ndarray:
+    """EASE^R's item-item weights B = I − P·diag(1/diag(P)) for P = (XᵀX + λI)⁻¹ (so diag(B) = 0).
+
+    Args:
+        train: [n_users, n_items] binary CSR X.
+        l2: λ > 0.
+        max_bytes: refuse above this many bytes of matrices (default: the available memory).
+
+    Returns:
+        [n_items, n_items] float32 B; a user's scores are X_u·B.
+
+    Raises:
+        BaselineError: naming the memory the matrices need, when it exceeds ``max_bytes``.
+    """
+    from scipy.linalg import lapack
+
+    n = train.shape[1]
+    need = ease_memory_bytes(n)
+    limit = available_memory_bytes() if max_bytes is None else max_bytes
+    if need > limit:
+        raise BaselineError(
+            f"EASE^R: the {n:,} x {n:,} item matrices need {need / 2**30:.1f} GiB, more than the "
+            f"{limit / 2**30:.1f} GiB available; leave ease out of --baselines for this data set"
+        )
+    x = sp.csr_matrix(train, dtype=np.float32)
+    gram = (x.T @ x).toarray()
+    gram[np.diag_indices(n)] += np.float32(l2)
+    chol, info = lapack.spotrf(gram, lower=1, overwrite_a=1)
+    if info != 0:
+        raise BaselineError(f"EASE^R: XᵀX + {l2}·I is not positive definite (LAPACK potrf info {info})")
+    p, info = lapack.spotri(chol, lower=1, overwrite_c=1)
+    if info != 0:
+        raise BaselineError(f"EASE^R: inverting XᵀX + {l2}·I failed (LAPACK potri info {info})")
+    del chol, gram
+    upper = np.triu_indices(n, 1)
+    p[upper] = p.T[upper]  # potri fills the lower triangle only
+    b = p / -np.diag(p)[None, :]
+    np.fill_diagonal(b, 0.0)
+    return b
 
 
 def sample_params(name: str, trial: int, rng: np.random.Generator) -> dict:
@@ -84,6 +148,9 @@ def fit(name: str, train: sp.csr_matrix, params: dict, *, factors: int, seed: in
     """
     if name == "popularity":
         return "scores", np.asarray(train.sum(0)).ravel().astype(np.float32)
+    if name == "ease":
+        x = sp.csr_matrix(train, dtype=np.float32)
+        return "item_item", (x, fit_ease(x, params["l2"]))
     from threadpoolctl import threadpool_limits  # implicit wants single-threaded BLAS
 
     with threadpool_limits(1, "blas"):
@@ -122,8 +189,8 @@ def _make_model(name: str, params: dict, *, factors: int, seed: int, num_threads
 
 def evaluate(evaluator: Evaluator, fitted) -> dict:
     kind, value = fitted
-    if kind == "scores":
-        return evaluator.evaluate_scores(lambda users: value)
+    if kind in ("scores", "item_item"):
+        return evaluator.evaluate_scores(score_function(fitted))
     return evaluator.evaluate(*value)
 
 
@@ -132,6 +199,9 @@ def score_function(fitted) -> Callable[[np.ndarray], np.ndarray]:
     kind, value = fitted
     if kind == "scores":
         return lambda users: np.broadcast_to(value, (len(users), value.size))
+    if kind == "item_item":
+        x, b = value
+        return lambda users: np.asarray(x[users] @ b)
     u, v = value
     return lambda users: u[users] @ v.T
 
@@ -162,7 +232,7 @@ def run_baseline(
     """Tunes one baseline on the validation split, scores the chosen model on the test split, writes run_dir.
 
     Args:
-        name: "popularity", "als" or "bpr".
+        name: "popularity", "als", "bpr" or "ease".
         split: a `cml_tf.splits.Split`.
         run_dir: the baseline's run directory for this fold.
         config: what identifies the data (dataset, options, fold...); saved with the search settings in config.json.
@@ -185,7 +255,7 @@ def run_baseline(
         "baseline": name,
         "k": k,
         "trials": trials if name in SEARCH_SPACES else 0,
-        "factors": factors if name in SEARCH_SPACES else None,
+        "factors": factors if name in ("als", "bpr") else None,
         "eval_users": eval_users,
         "seed": seed,
         "search_space": SEARCH_SPACES.get(name),
@@ -245,7 +315,7 @@ def run_baseline(
         {
             "test_users": int(test["users"]),
             "params": best_params,
-            "factors": factors if name in SEARCH_SPACES else None,
+            "factors": factors if name in ("als", "bpr") else None,
             "budget": trials if name in SEARCH_SPACES else 0,
             "trials": history,
             "valid": best_valid,

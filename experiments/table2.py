@@ -2,7 +2,7 @@
 
 Grid: uniform sampling at batch sizes 4096, 1024 and 256, popular and 2-stage sampling at 256, each with
 |N_ij| in {1, 2, 5}, each cell on the 4 per-user cross-validation folds (``Config(split="kfold", fold=f,
-num_folds=4)``); plus the baselines of `experiments.baselines` (popularity, ALS, BPR) on the same folds.
+num_folds=4)``); plus the baselines of `experiments.baselines` (popularity, ALS, BPR, EASE^R) on the same folds.
 
 Usage::
 
@@ -119,7 +119,11 @@ flags.DEFINE_integer(
     "early_stopping_patience", None, "Evaluations without improvement before stopping (default the Config's: never)."
 )
 flags.DEFINE_integer("seed", 0, "Seed of the splits, the models and the baseline search.")
-flags.DEFINE_list("baselines", ["popularity", "als", "bpr"], "Baselines (empty: none): popularity, als, bpr.")
+flags.DEFINE_list(
+    "baselines",
+    ["popularity", "als", "bpr", "ease"],
+    "Baselines (empty: none): popularity, als, bpr, ease (EASE^R: dense items x items, O(items^3) per trial).",
+)
 flags.DEFINE_integer(
     "baseline_trials",
     None,

@@ -17,8 +17,8 @@ import pandas as pd
 
 SAMPLER_ORDER = ("uniform", "popular", "2stage")
 SAMPLER_LABELS = {"uniform": "Uniform", "popular": "Popular", "2stage": "2-stage"}
-BASELINE_ORDER = ("popularity", "als", "bpr")
-BASELINE_LABELS = {"popularity": "Popularity", "als": "ALS (implicit)", "bpr": "BPR (implicit)"}
+BASELINE_ORDER = ("popularity", "als", "bpr", "ease")
+BASELINE_LABELS = {"popularity": "Popularity", "als": "ALS (implicit)", "bpr": "BPR (implicit)", "ease": "EASE^R"}
 
 
 def metric_columns(k: int = 50) -> list[tuple[str, str, str, bool, int]]:

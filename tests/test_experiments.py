@@ -184,3 +184,51 @@ def test_benchmark_prints_training_and_ratio_tables(capsys):
     assert "Step time at 6,000 items / step time at 3,000 items" in out
     ratio_rows = [line for line in out.splitlines() if line.startswith("| uniform | 1 | 64 |")]
     assert len(ratio_rows) == 1 and float(ratio_rows[0].split("|")[4]) > 0
+
+
+def test_ease_equals_the_closed_form_by_hand():
+    from experiments import baselines
+
+    # 4 users x 3 items: XᵀX = [[2,1,1],[1,3,1],[1,1,2]]
+    x = np.array([[1, 1, 0], [0, 1, 1], [1, 1, 1], [0, 0, 0]], np.float32)
+    lam = 2.0
+    p = np.linalg.inv(x.T @ x + lam * np.eye(3))
+    ref = np.eye(3) - p / np.diag(p)[None, :]  # B = I − P·diag(1/diag(P))
+    got = baselines.fit_ease(sp_csr(x), lam)
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+    np.testing.assert_array_equal(np.diag(got), 0.0)
+    # a slow reference from the definition: B minimises ‖X − XB‖² + λ‖B‖² with diag(B) = 0, column by column
+    for j in range(3):
+        others = [i for i in range(3) if i != j]
+        a = x[:, others]
+        col = np.linalg.solve(a.T @ a + lam * np.eye(2), a.T @ x[:, j])
+        np.testing.assert_allclose(got[others, j], col, atol=1e-5)
+
+
+def sp_csr(dense):
+    import scipy.sparse as sp
+
+    return sp.csr_matrix(dense)
+
+
+def test_ease_refuses_naming_the_memory_it_would_need():
+    from experiments import baselines
+
+    x = sp_csr(np.eye(2000, dtype=np.float32))
+    with pytest.raises(baselines.BaselineError, match=r"2,000 x 2,000 item matrices need 0\.0 GiB, more than"):
+        baselines.fit_ease(x, 10.0, max_bytes=1_000_000)
+    assert baselines.ease_memory_bytes(25_975) == 3 * 4 * 25_975**2  # citeulike-t: 8.1 GB
+
+
+def test_ease_baseline_is_tuned_on_validation_and_beats_popularity(tmp_path):
+    from cml_tf.datasets import synthetic
+    from cml_tf.splits import kfold_split
+    from experiments import baselines
+
+    split = kfold_split(synthetic.generate(200, 300, 5000).matrix, num_folds=2, fold=0)
+    ease = baselines.run_baseline("ease", split, str(tmp_path / "ease"), config={"fold": 0}, trials=3)
+    pop = baselines.run_baseline("popularity", split, str(tmp_path / "pop"), config={"fold": 0})
+    scores = [t["valid"]["ndcg@50"] for t in ease["trials"]]
+    assert ease["trials"][0]["params"] == {"l2": 500.0} and len(scores) == 3
+    assert ease["params"] == ease["trials"][int(np.argmax(scores))]["params"]
+    assert ease["ndcg@50"] > 1.2 * pop["ndcg@50"], (ease["ndcg@50"], pop["ndcg@50"])
