@@ -11,7 +11,7 @@ FIXTURES = os.path.join(ROOT, "notebooks", "fixtures")
 
 
 def test_there_are_notebooks_and_a_fixture():
-    assert len(NOTEBOOKS) == 5
+    assert len(NOTEBOOKS) == 6
     assert os.path.exists(os.path.join(FIXTURES, "results", "results.csv"))
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(FIXTURES) for f in fs)
     assert size < 1_000_000, f"the notebook fixture is {size:,} bytes; keep it under 1 MB"
@@ -33,6 +33,7 @@ def test_notebook_runs_on_the_fixture(path, monkeypatch):
     pytest.importorskip("matplotlib")
     for var in ("CML_TF_RESULTS", "CML_TF_RUNS", "CML_TF_RUN", "CML_TF_FOLD"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("CML_TF_SWEEP", os.path.join(FIXTURES, "stage2_sweep"))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
