@@ -12,7 +12,7 @@ is not run again) and each printing its plan and an ETA:
    uniform@256 and popular@256, all at exactly ``--pairs`` training pairs.
 2. **Around the chosen λ** (one seed): the cut-off D_min (``--cutoffs``), the refresh modes of stage 2's item table
    (``--refresh``: a copy refreshed every K steps, or never) at the chosen λ and uncapped, and |N_ij| = 5 for
-   2-stage at the chosen λ and its neighbours, and for uniform.
+   2-stage at the chosen λ and for uniform (``--n5_neighbours``: also 2-stage at λ's neighbours, and popular).
 
 λ is chosen on VALIDATION across the data sets, not per data set: the mean over data sets of validation NDCG@50
 relative to uniform@256 (so each data set weighs the same); among the λ within ``--tolerance`` of the best, the one
@@ -131,17 +131,16 @@ def neighbours(caps, chosen) -> list:
     return finite[max(0, i - 1) : i + 2]
 
 
-def around_runs(datasets, seed, caps, chosen, cutoffs, refresh) -> list[Run]:
+def around_runs(datasets, seed, caps, chosen, cutoffs, refresh, n5_neighbours=False) -> list[Run]:
+    caps_n5 = neighbours(caps, chosen) if n5_neighbours else [chosen]
+    samplers_n5 = ("uniform", "popular") if n5_neighbours else ("uniform",)
     runs = []
     for ds in datasets:
         runs += [Run(ds, "around", "2stage", seed, weight_cap=chosen, cutoff=c) for c in cutoffs]
         for cap in dict.fromkeys([chosen, None]):
             runs += [Run(ds, "around", "2stage", seed, weight_cap=cap, refresh=r) for r in refresh]
-        runs += [
-            Run(ds, "around", "uniform", seed, num_negatives=5),
-            Run(ds, "around", "popular", seed, num_negatives=5),
-        ]
-        runs += [Run(ds, "around", "2stage", seed, num_negatives=5, weight_cap=c) for c in neighbours(caps, chosen)]
+        runs += [Run(ds, "around", sampler, seed, num_negatives=5) for sampler in samplers_n5]
+        runs += [Run(ds, "around", "2stage", seed, num_negatives=5, weight_cap=c) for c in caps_n5]
     return runs
 
 
@@ -224,14 +223,14 @@ def _fmt(seconds: float) -> str:
     )
 
 
-# rough seconds per run on 2 CPU cores at 2M pairs, for the ETA before any run has finished
-_PRIOR_SECONDS = {"uniform": 25.0, "popular": 25.0, "2stage": 75.0}
+# rough seconds per run on 2 busy CPU cores at 1M pairs, for the ETA before any run has finished
+_PRIOR_SECONDS = {"uniform": 45.0, "popular": 45.0, "2stage": 90.0}
 
 
 def estimate(runs: list[Run], pairs: int, measured: dict) -> float:
     total = 0.0
     for r in runs:
-        per_pair = measured.get(r.sampler, _PRIOR_SECONDS[r.sampler] / 2_000_000)
+        per_pair = measured.get(r.sampler, _PRIOR_SECONDS[r.sampler] / 1_000_000)
         total += per_pair * pairs * (2.0 if r.num_negatives > 1 and r.sampler == "2stage" else 1.0)
     return total
 
@@ -431,14 +430,15 @@ def parse_args(argv=None):
     p.add_argument("--datasets", default=",".join(DATASETS), help=f"comma list of {', '.join(DATASETS)}")
     p.add_argument("--data_root", default=DATA, help="folder holding the shipped data (../shared/data)")
     p.add_argument("--seeds", default="0,1,2", help="training seeds of the λ curve (the split's seed stays 1)")
-    p.add_argument("--caps", default="1,4,16,64,none", help="λ values of the curve ('none' = uncapped, the paper)")
-    p.add_argument("--cutoffs", default="0.5", help="D_min values tried at the chosen λ (phase 2)")
+    p.add_argument("--caps", default="1,4,16,none", help="λ values of the curve ('none' = uncapped, the paper)")
+    p.add_argument("--cutoffs", default="1.0", help="D_min values tried at the chosen λ (phase 2)")
     p.add_argument("--refresh", default="100,-1", help="stage-2 table refresh modes tried in phase 2 (-1 = never)")
-    p.add_argument("--pairs", type=int, default=2_000_000, help="training pairs of every run")
+    p.add_argument("--pairs", type=int, default=1_000_000, help="training pairs of every run")
     p.add_argument("--evals", type=int, default=8, help="validation evaluations per run")
     p.add_argument(
         "--tolerance", type=float, default=0.02, help="λ within this relative NDCG of the best compete on MMR"
     )
+    p.add_argument("--n5_neighbours", action="store_true", help="phase 2: |N_ij| = 5 also at λ's neighbours")
     p.add_argument("--curve_only", action="store_true", help="run phase 1 only (the λ curve and the choice)")
     p.add_argument("--out_dir", default=os.path.join(ROOT, "experiments", "results", "stage2_sweep"))
     p.add_argument("--runs_dir", default=os.path.join(ROOT, "experiments", "runs", "stage2_sweep"))
@@ -459,7 +459,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, ROOT)
     curve = curve_runs(args.datasets, args.seeds, args.caps)
-    around_count = len(around_runs(args.datasets, args.seeds[0], args.caps, args.caps[0], args.cutoffs, args.refresh))
+    first = args.caps[0]
+    around_count = len(
+        around_runs(args.datasets, args.seeds[0], args.caps, first, args.cutoffs, args.refresh, args.n5_neighbours)
+    )
     total = len(curve) + around_count * (not args.curve_only)
     print(
         f"stage-2 sweep: {total} runs ({len(curve)} on the λ curve, about {around_count} around the chosen λ), "
