@@ -54,7 +54,9 @@ from cml_tf import data_flags  # noqa: E402,F401  (defines --dataset, --data_pat
 # ------------------------------------------------------------------------------------------------ the grid
 UNIFORM_BATCH_SIZES = (4096, 1024, 256)
 SAMPLED_BATCH_SIZE = 256  # popular and 2-stage
-SAMPLERS = ("uniform", "popular", "2stage")
+# "2stage" is cml_tf's default stage 2 (capped inverse density); "2stage-paper" the paper's uncapped weighting.
+SAMPLERS = ("uniform", "popular", "2stage", "2stage-paper")
+STAGE2_PAPER = {"sampler": "2stage", "stage2_weight_cap": None}
 NUM_NEGATIVES = (1, 2, 5)
 FOLDS = (0, 1, 2, 3)
 NUM_FOLDS = 4
@@ -92,7 +94,11 @@ flags.DEFINE_string(
 _ints("folds", FOLDS, "Folds to run (test fold indices).")
 flags.DEFINE_integer("num_folds", NUM_FOLDS, "K of the per-user K-fold split.")
 flags.DEFINE_bool("quick", False, "The ~1 hour citeulike-t preset (see the module docstring); explicit flags win.")
-flags.DEFINE_list("samplers", list(SAMPLERS), "Samplers: uniform, popular, 2stage.")
+flags.DEFINE_list(
+    "samplers",
+    list(SAMPLERS),
+    "Samplers: uniform, popular, 2stage (the default capped stage 2), 2stage-paper (uncapped, the paper's weighting).",
+)
 _ints("num_negatives", NUM_NEGATIVES, "|N_ij| values.")
 _ints("uniform_batch_sizes", UNIFORM_BATCH_SIZES, "Batch sizes of the uniform sampler.")
 flags.DEFINE_integer("batch_size", SAMPLED_BATCH_SIZE, "Batch size of the popular and 2-stage samplers.")
@@ -289,7 +295,7 @@ def cell_config(settings: Settings, cell: Cell, fold: int, train_pairs: int):
         "split": "kfold",
         "num_folds": settings.num_folds,
         "fold": fold,
-        "sampler": cell.sampler,
+        **({"sampler": cell.sampler} if cell.sampler != "2stage-paper" else STAGE2_PAPER),
         "batch_size": cell.batch_size,
         "num_negatives": cell.num_negatives,
         "seed": settings.seed,

@@ -15,8 +15,13 @@ import math
 
 import pandas as pd
 
-SAMPLER_ORDER = ("uniform", "popular", "2stage")
-SAMPLER_LABELS = {"uniform": "Uniform", "popular": "Popular", "2stage": "2-stage"}
+SAMPLER_ORDER = ("uniform", "popular", "2stage", "2stage-paper")
+SAMPLER_LABELS = {
+    "uniform": "Uniform",
+    "popular": "Popular",
+    "2stage": "2-stage",
+    "2stage-paper": "2-stage, paper (uncapped)",
+}
 BASELINE_ORDER = ("popularity", "als", "bpr", "ease")
 BASELINE_LABELS = {"popularity": "Popularity", "als": "ALS (implicit)", "bpr": "BPR (implicit)", "ease": "EASE^R"}
 

@@ -232,3 +232,18 @@ def test_ease_baseline_is_tuned_on_validation_and_beats_popularity(tmp_path):
     assert ease["trials"][0]["params"] == {"l2": 500.0} and len(scores) == 3
     assert ease["params"] == ease["trials"][int(np.argmax(scores))]["params"]
     assert ease["ndcg@50"] > 1.2 * pop["ndcg@50"], (ease["ndcg@50"], pop["ndcg@50"])
+
+
+def test_table2_paper_2stage_cell_is_the_uncapped_weighting():
+    from cml_tf.config import Config
+    from experiments import table2
+
+    table2.FLAGS.unparse_flags()
+    try:
+        argv = table2.FLAGS(["table2", *TINY, "--samplers=2stage,2stage-paper", "--max_steps=5", "--folds=0"])
+        settings = table2.settings_from_flags(argv)
+    finally:
+        table2.FLAGS.unparse_flags()
+    configs = {c.sampler: table2.cell_config(settings, c, 0, 1000) for c in settings.cells}
+    assert configs["2stage-paper"].sampler == "2stage" and configs["2stage-paper"].stage2_weight_cap is None
+    assert configs["2stage"].stage2_weight_cap == Config().stage2_weight_cap
