@@ -263,9 +263,11 @@ class NegativeSampler:
             w = w / w.sum()
             cdf = np.cumsum(w)
             pos_w = w[train.indices]
-            incl = np.cumsum(pos_w)  # running sum over all rows; made per-row below
+            # Σ_{j<=i} w(p_j) within each row: a running sum over all rows less the row's base, accumulated in extended
+            # precision so that the difference keeps the small weights of a large catalog exact
+            incl = np.cumsum(pos_w.astype(np.longdouble))
             row_base = np.repeat(np.concatenate([[0.0], incl])[train.indptr[:-1]], degree)
-            within_incl = incl - row_base  # Σ_{j<=i} w(p_j) within the row
+            within_incl = (incl - row_base).astype(np.float64)
             self.cdf = tf.constant(cdf)
             self.weights = tf.constant(w)
             self.mass_before = tf.constant(cdf[train.indices] - pos_w - (within_incl - pos_w))  # c_i
