@@ -7,12 +7,12 @@ Everything downstream of the raw-file loaders consumes this one value. It is sav
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 import zipfile
 
 import numpy as np
 import scipy.sparse as sp
+
+from cml_tf.io import save_npz_atomic
 
 
 class DataError(ValueError):
@@ -138,18 +138,3 @@ class Interactions:
                 return cls(m, z["user_ids"], z["item_ids"])
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
             raise DataError(f"{path}: not a valid interactions cache ({e})") from e
-
-
-def save_npz_atomic(path: str, **arrays) -> None:
-    """np.savez to a temporary file in the same directory, then an atomic rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp.npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

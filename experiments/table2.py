@@ -431,7 +431,7 @@ def write_recommendations(path: str, score_fn, split, users, k: int, batch: int 
     """
     import numpy as np
 
-    from cml_tf.interactions import save_npz_atomic
+    from cml_tf.io import save_npz_atomic
 
     seen = (split.train + split.valid).tocsr()
     n_items = seen.shape[1]
