@@ -6,6 +6,11 @@ checkpoints, distribution) and override ``update_step`` for ``IndexedSlices``: d
 moments of the touched rows are read, updated and scattered back, and only those rows of the variable move. Dense
 gradients take the parent's exact path. This is the semantics of TF1 ``LazyAdamOptimizer`` / TF-Addons
 ``LazyAdam``: rows absent from a batch keep their moments (no decay) until they next appear.
+
+The dense optimizers (``sparse=False``) are Keras' own, with one fix: an embedding gradient repeats a row index
+once per lookup of that row in the batch, and Keras 3's Adam and AdaGrad square each repeated slice separately
+(their second moment gets Σg² instead of (Σg)²). ``DenseAdam`` / ``DenseAdagrad`` / ``DenseSGD`` sum the repeated
+rows first, as TF1's optimizers did, and are then exactly the dense optimizer on the summed gradient.
 """
 
 from __future__ import annotations
@@ -23,6 +28,32 @@ def _dedupe(gradient: tf.IndexedSlices) -> tuple[tf.Tensor, tf.Tensor]:
 
 def _raw(variable):
     return variable.value if isinstance(variable, keras.Variable) else variable
+
+
+class _SummedSlicesMixin:
+    """Sums the repeated rows of an ``IndexedSlices`` gradient before the optimizer's own ``update_step``.
+
+    Keras' updates are not linear in the gradient (Adam's and AdaGrad's squares), so slices that repeat an index
+    must be summed first; the result is the update for the dense gradient ``tf.convert_to_tensor(gradient)``.
+    """
+
+    def update_step(self, gradient, variable, learning_rate):
+        if isinstance(gradient, tf.IndexedSlices):
+            rows, values = _dedupe(gradient)
+            gradient = tf.IndexedSlices(values, rows, gradient.dense_shape)
+        return super().update_step(gradient, variable, learning_rate)
+
+
+class DenseAdam(_SummedSlicesMixin, keras.optimizers.Adam):
+    """Keras' Adam (every row's moments decay every step) on gradients with repeated rows summed."""
+
+
+class DenseAdagrad(_SummedSlicesMixin, keras.optimizers.Adagrad):
+    """Keras' AdaGrad on gradients with repeated rows summed."""
+
+
+class DenseSGD(_SummedSlicesMixin, keras.optimizers.SGD):
+    """Keras' SGD on gradients with repeated rows summed (linear: the same update, for symmetry)."""
 
 
 class _RowSparseMixin:
@@ -49,7 +80,7 @@ class _RowSparseMixin:
         return config
 
 
-class LazyAdam(_RowSparseMixin, keras.optimizers.Adam):
+class LazyAdam(_RowSparseMixin, DenseAdam):
     """Adam whose sparse updates touch only the rows present in the gradient (see module docstring)."""
 
     def update_step(self, gradient, variable, learning_rate):
@@ -72,7 +103,7 @@ class LazyAdam(_RowSparseMixin, keras.optimizers.Adam):
         self._scatter_sub_and_clip(variable, rows, alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon))
 
 
-class LazyAdagrad(_RowSparseMixin, keras.optimizers.Adagrad):
+class LazyAdagrad(_RowSparseMixin, DenseAdagrad):
     """AdaGrad with row-sparse updates. Exact: AdaGrad leaves rows with zero gradient unchanged anyway."""
 
     def update_step(self, gradient, variable, learning_rate):
@@ -91,7 +122,7 @@ class LazyAdagrad(_RowSparseMixin, keras.optimizers.Adagrad):
 OPTIMIZERS = ("adam", "adagrad", "sgd")
 
 
-class LazySGD(_RowSparseMixin, keras.optimizers.SGD):
+class LazySGD(_RowSparseMixin, DenseSGD):
     """Plain SGD (no momentum) with row-sparse updates and optional row clipping."""
 
     def update_step(self, gradient, variable, learning_rate):
@@ -110,18 +141,18 @@ def make_optimizer(
         name: 'adam' (paper), 'adagrad' (CollMetric) or 'sgd'.
         learning_rate: step size.
         sparse: lazy row-sparse updates for embedding gradients (fast, O(batch)); False gives Keras' exact dense
-            optimizer (O(catalog) per step), for faithful reproduction of the TF1 originals.
+            optimizer (O(catalog) per step) on gradients with repeated rows summed, as the TF1 originals.
         max_row_norm: with ``sparse``, clip every updated embedding row to this norm (the unit ball). The dense
             optimizers leave this to the variables' Keras constraints instead.
     """
     if not sparse:
         if name == "adam":
-            return keras.optimizers.Adam(learning_rate=learning_rate)
+            return DenseAdam(learning_rate=learning_rate)
         if name == "adagrad":
             # CollMetric used tf.train.AdagradOptimizer: initial accumulator 0.1.
-            return keras.optimizers.Adagrad(learning_rate=learning_rate, initial_accumulator_value=0.1)
+            return DenseAdagrad(learning_rate=learning_rate, initial_accumulator_value=0.1)
         if name == "sgd":
-            return keras.optimizers.SGD(learning_rate=learning_rate)
+            return DenseSGD(learning_rate=learning_rate)
     elif name == "adam":
         return LazyAdam(learning_rate=learning_rate, max_row_norm=max_row_norm)
     elif name == "adagrad":
