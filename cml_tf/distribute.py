@@ -310,13 +310,3 @@ def evaluator_for(evaluator, strategy: tf.distribute.Strategy):
     if evaluator is None or strategy.num_replicas_in_sync == 1:
         return evaluator
     return ShardedEvaluator(evaluator, strategy)
-
-
-# --------------------------------------------------------------------------------------------------- memory
-def replicated_table_bytes(n_users: int, n_items: int, dim: int, optimizer: str = "adam") -> int:
-    """Bytes per device of the replicated embedding tables and their optimizer slots (float32).
-
-    Adam keeps 2 moments per weight (3 copies of each table), AdaGrad 1 accumulator (2), SGD none (1).
-    """
-    copies = {"adam": 3, "adagrad": 2, "sgd": 1}[optimizer]
-    return copies * (n_users + n_items) * dim * 4

@@ -345,9 +345,4 @@ def result_dict(mean: dict[str, float], users: int, k: int) -> dict[str, float]:
     }
 
 
-def recommended_batch_size(n_items: int, budget_bytes: int = 512 * 2**20) -> int:
-    """Largest batch whose [batch, n_items] float32 score matrix fits ``budget_bytes`` (at least 1)."""
-    return max(1, int(budget_bytes // (4 * max(1, n_items))))
-
-
-__all__ = ["Evaluator", "SCORINGS", "recommended_batch_size"]
+__all__ = ["Evaluator", "SCORINGS"]

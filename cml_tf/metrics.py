@@ -18,10 +18,10 @@ Definitions (``r`` is the 1-based rank, ``h_r`` the hit indicator at rank ``r``)
 * Recall@k = (hits in the top k) / |T_u|.
 * Precision@k = (hits in the top k) / k.
 * MMR (a popularity-bias measure): for each user the MEDIAN training popularity (interaction count) of the
-  user's top-k items, then the mean over users (``median_popularity`` + ``mean_over_users``).
+  user's top-k items (``median_popularity``), then the mean over users.
 
-Users with no test items get 0 for every metric from `per_user_metrics`; `mean_over_users` leaves them out of
-the means and reports how many were left out.
+Users with no test items get 0 for every metric from `per_user_metrics`; `cml_tf.evaluation.Evaluator` leaves them
+out of the means.
 """
 
 from __future__ import annotations
@@ -114,24 +114,3 @@ def median_popularity(topk_items, item_popularity, valid=None, dtype=tf.float32)
     hi_v = tf.gather(ordered, hi[:, None], batch_dims=1)[:, 0]
     med = (lo_v + hi_v) / 2
     return tf.where(n_valid > 0, med, tf.zeros_like(med))
-
-
-def mean_over_users(per_user: dict, num_relevant) -> tuple[dict[str, float], int]:
-    """Means of per-user values over the users that have at least one test item, in float64.
-
-    Args:
-        per_user: name -> [n_users] values (tensors or arrays).
-        num_relevant: [n_users] int number of test items per user.
-
-    Returns:
-        (name -> mean as a Python float (NaN when no user has a test item), number of users left out).
-    """
-    n_rel = np.asarray(num_relevant).reshape(-1)
-    keep = n_rel > 0
-    out = {}
-    for name, values in per_user.items():
-        v = np.asarray(values, dtype=np.float64).reshape(-1)
-        if v.shape != n_rel.shape:
-            raise ValueError(f"{name}: {v.size} per-user values for {n_rel.size} users")
-        out[name] = float(v[keep].mean()) if keep.any() else float("nan")
-    return out, int((~keep).sum())

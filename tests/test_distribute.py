@@ -95,10 +95,6 @@ def test_replica_slices_give_each_replica_its_own_candidate_set():
     assert [p["users"].numpy().tolist() for p in parts] == [[4, 5], [6, 7]]
 
 
-def test_replicated_table_bytes():
-    assert distribute.replicated_table_bytes(1_000_000, 1_000_000, 128) == 3 * 2_000_000 * 128 * 4
-
-
 # ----------------------------------------------------------------------------------------------- mirrored
 MIRRORED_SCRIPT = textwrap.dedent(
     """

@@ -48,18 +48,12 @@ def test_more_relevant_than_k():
     assert out["precision"][0] == pytest.approx(1.0)
 
 
-def test_no_relevant_gives_zero_and_is_excluded_from_means():
+def test_no_relevant_gives_zero():
     hits = np.array([[1, 0], [0, 0], [0, 1]], bool)
     n_rel = np.array([1, 0, 2])
     per_user = metrics.per_user_metrics(hits, n_rel)
     assert all(np.isfinite(np.asarray(v)).all() for v in per_user.values())
     assert [float(per_user[n][1]) for n in metrics.METRIC_NAMES] == [0.0] * 4
-    means, excluded = metrics.mean_over_users(per_user, n_rel)
-    assert excluded == 1
-    assert means["recall"] == pytest.approx((1.0 + 0.5) / 2)
-    assert means["precision"] == pytest.approx(0.5)
-    means, excluded = metrics.mean_over_users(per_user, np.zeros(3, int))
-    assert excluded == 3 and math.isnan(means["ap"])
 
 
 def test_short_list_with_larger_k():
