@@ -224,6 +224,62 @@ def test_csv_options(tmp_path):
         datasets.load("csv", str(p), use_cache=False, sep="\t", header=True, user_col="nope")
 
 
+def test_csv_wrong_separator_names_the_flag_the_file_and_what_was_found(tmp_path):
+    p = tmp_path / "d.txt"
+    p.write_text("u1\ti1\t1\nu2\ti1\t1\n")
+    with pytest.raises(DataError) as e:
+        datasets.load("csv", str(p), use_cache=False)
+    message = str(e.value)
+    assert message.startswith(f"{p}: --csv_item_col=1 is past the end of line 1, which has 1 field(s) with --csv_sep=")
+    assert "'u1\\ti1\\t1'" in message and "try --csv_sep=tab" in message
+    assert "utf-8" not in message and "f1" not in message.replace("field(s)", "")
+
+
+def test_csv_column_past_the_end_names_the_flag(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text("u1,i1,1\nu2,i1,1\n")
+    with pytest.raises(DataError, match=r"--csv_item_col=7 is past the end of line 1, which has 3 field\(s\)"):
+        datasets.load("csv", str(p), use_cache=False, item_col=7)
+    with pytest.raises(DataError, match=r"--csv_weight_col=3 is past the end"):
+        datasets.load("csv", str(p), use_cache=False, weight_col=3, min_weight=1)
+
+
+def test_csv_column_name_without_header_names_the_flag(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text("user,item\nu1,i1\n")
+    with pytest.raises(DataError) as e:
+        datasets.load("csv", str(p), use_cache=False, user_col="user")
+    assert str(e.value) == (
+        f"{p}: --csv_user_col='user' is a column name, but --csv_header is not set (line 1 is 'user,item'); "
+        "give --csv_header or a 0-based column number"
+    )
+    with pytest.raises(DataError, match="--csv_encoding='nope' is not a known text encoding"):
+        datasets.load("csv", str(p), use_cache=False, encoding="nope")
+
+
+def test_csv_label_column_without_weight_filter_gives_one_notice(tmp_path, caplog):
+    p = tmp_path / "d.csv"
+    p.write_text("u1,i1,1\nu1,i2,0\nu2,i1,1\n")
+    with caplog.at_level("WARNING", logger="cml_tf.datasets"):
+        x = datasets.load("csv", str(p), use_cache=False)
+    assert x.nnz == 3  # the file's rows, as asked
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{p}: column 2 holds only 0 and 1 in the first 3 rows, like a label, but no --csv_weight_col is given: "
+        "every row counts as a positive; to keep only the 1 rows: --csv_weight_col=2 --min_weight=1"
+    ]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cml_tf.datasets"):
+        datasets.load("csv", str(p), use_cache=False, weight_col=2)
+    assert len(caplog.records) == 1 and "--csv_weight_col=2 holds only 0 and 1" in caplog.records[0].getMessage()
+    assert "--min_weight=1" in caplog.records[0].getMessage()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cml_tf.datasets"):
+        assert datasets.load("csv", str(p), use_cache=False, weight_col=2, min_weight=1).nnz == 2
+        p.write_text("u1,i1,3\nu1,i2,1\n")  # counts, not a label: no notice
+        datasets.load("csv", str(p), use_cache=False)
+    assert caplog.records == []
+
+
 def test_movielens_dat_and_csv_formats(tmp_path):
     (tmp_path / "ratings.dat").write_text("1::10::5::9\n1::11::3::9\n2::10::4::9\n")
     x = datasets.load("movielens", str(tmp_path / "ratings.dat"), use_cache=False, min_rating=4)

@@ -9,13 +9,17 @@ Data set ``csv``: options ``user_col`` / ``item_col`` / ``weight_col`` (0-based 
 column), ``min_user_interactions``, ``min_item_users``, ``iterative_core``. By default no filter is applied.
 Filters are applied once, in this order: weight threshold, then users, then items (``iterative_core=True``
 repeats the user and item filters until stable). Ids that all parse as integers are kept as integers (rows and
-columns in increasing id order); otherwise as strings in order of first appearance.
+columns in increasing id order); otherwise as strings in order of first appearance. Messages name the csv data set's
+flags (``--csv_sep``, ``--csv_item_col``, ...), the file and what its first line holds. When a column that no filter
+reads holds only 0 and 1 in the first rows (a label), one warning on the ``cml_tf.datasets`` logger says that its 0
+rows count as positives and gives the flags that would drop them.
 """
 
 from __future__ import annotations
 
 import csv as _stdcsv
 import glob
+import logging
 import os
 
 import numpy as np
@@ -41,6 +45,18 @@ OPTIONS = {
 
 _BLOCK_SIZE = 16 << 20
 _DICT = pa.dictionary(pa.int32(), pa.string())
+_SNIFF_LINES = 1000
+#: how the csv data set's options are given on the command line (messages name these)
+FLAGS = {
+    "user": "--csv_user_col",
+    "item": "--csv_item_col",
+    "value": "--csv_weight_col",
+    "sep": "--csv_sep",
+    "header": "--csv_header",
+    "encoding": "--csv_encoding",
+}
+
+log = logging.getLogger("cml_tf.datasets")
 
 
 def find_file(data_path: str, conventional: tuple[str, ...], patterns: tuple[str, ...], what: str) -> str:
@@ -142,7 +158,7 @@ def scan_for_error(
     return None
 
 
-def _column_spec(col, header_names: list[str] | None, option: str, path: str) -> int:
+def _column_spec(col, header_names: list[str] | None, option: str, path: str, first_line: str, header_flag: str) -> int:
     """0-based field index of a column given as an index, a digit string, or a header name."""
     if isinstance(col, (int, np.integer)) and not isinstance(col, bool):
         if col < 0:
@@ -152,15 +168,39 @@ def _column_spec(col, header_names: list[str] | None, option: str, path: str) ->
     if text.isdigit():
         return int(text)
     if header_names is None:
-        raise DataError(f"{option}={text!r} is a column name, but the file has no header (set header=True)")
+        raise DataError(
+            f"{path}: {option}={text!r} is a column name, but {header_flag} is not set "
+            f"(line 1 is {first_line[:200]!r}); give {header_flag} or a 0-based column number"
+        )
     if text not in header_names:
         raise DataError(f"{path}: {option}={text!r} is not a column of the header {header_names}")
     return header_names.index(text)
 
 
-def _read_header(path: str, sep: str, encoding: str, quoted: bool) -> list[str]:
-    with open(path, encoding=encoding, newline="") as f:
-        return _split_line(f.readline().rstrip("\r\n"), sep, quoted)
+def _first_lines(path: str, encoding: str, count: int, encoding_flag: str = "encoding") -> list[str]:
+    """Up to ``count`` first non-empty lines (line ends removed); DataError for an unknown encoding or bad text."""
+    lines = []
+    try:
+        with open(path, encoding=encoding, newline="") as f:
+            for line in f:
+                line = line.rstrip("\r\n")
+                if line:
+                    lines.append(line)
+                    if len(lines) >= count:
+                        break
+    except LookupError:
+        raise DataError(f"{encoding_flag}={encoding!r} is not a known text encoding") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not valid {encoding} text near the start of the file ({e.reason})") from None
+    return lines
+
+
+def _guess_separator(line: str, sep: str) -> str | None:
+    """A common separator that splits ``line`` when ``sep`` does not, as a --csv_sep value."""
+    for candidate, name in (("\t", "tab"), (",", ","), (";", ";"), ("::", "::"), ("|", "|"), (" ", " ")):
+        if candidate != sep and candidate in line:
+            return name
+    return None
 
 
 def _decode_ids(column: pa.ChunkedArray, numeric: bool | None) -> tuple[np.ndarray, np.ndarray]:
@@ -201,6 +241,7 @@ def read_delimited(
     numeric_items: bool | None = None,
     value_name: str = "weight",
     what: str = "a delimited file",
+    flags: dict[str, str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Reads user, item (and value) columns of a delimited text file, vectorised.
 
@@ -214,6 +255,8 @@ def read_delimited(
         numeric_users, numeric_items: True = ids must be integers, None = integers when they all parse.
         value_name: name of the value column in messages.
         what: description of the expected format for messages.
+        flags: how messages name the ``user`` / ``item`` / ``value`` columns and the ``sep`` / ``header`` settings
+            (the csv data set's flags, `FLAGS`); default: descriptions of a fixed format ("the item column").
 
     Returns:
         (users [n] int64 codes, user_labels [U], items [n] int64 codes, item_labels [I], values [n] float64 or
@@ -229,13 +272,31 @@ def read_delimited(
     if len(sep) > 1 and sep != sep[0] * len(sep):
         raise DataError(f"separator {sep!r}: only one character or one repeated character (like '::') supported")
     stride = len(sep)
-    header_names = _read_header(path, sep, encoding, quoted) if header else None
+    labels = flags or {"user": "the user column", "item": "the item column", "value": f"the {value_name} column"}
+    first = _first_lines(path, encoding, 1, labels.get("encoding", "encoding"))
+    if not first:
+        raise DataError(f"{path}: the file is empty; expected {what}")
+    first_fields = _split_line(first[0], sep, quoted)
+    header_names = first_fields if header else None
+    header_flag = labels.get("header", "a header line")
     cols = {
-        "user": _column_spec(user_col, header_names, "user_col", path),
-        "item": _column_spec(item_col, header_names, "item_col", path),
+        "user": _column_spec(user_col, header_names, labels["user"], path, first[0], header_flag),
+        "item": _column_spec(item_col, header_names, labels["item"], path, first[0], header_flag),
     }
     if value_col is not None:
-        cols["value"] = _column_spec(value_col, header_names, "weight_col", path)
+        cols["value"] = _column_spec(value_col, header_names, labels["value"], path, first[0], header_flag)
+    for key, index in cols.items():
+        if index >= len(first_fields):
+            guess = _guess_separator(first[0], sep) if len(first_fields) == 1 else None
+            if flags:
+                shown, split_by = f"{labels[key]}={index}", f"{labels['sep']}={sep!r}"
+                hint = f"; it looks {guess}-separated: try {labels['sep']}={guess if guess == 'tab' else repr(guess)}"
+            else:
+                shown, split_by, hint = f"{labels[key]} (field {index + 1})", f"separator {sep!r}", ""
+            raise DataError(
+                f"{path}: {shown} is past the end of line 1, which has {len(first_fields)} field(s) with "
+                f"{split_by}: {first[0][:200]!r}{hint if guess else ''}; expected {what}"
+            )
     names = {k: f"f{v * stride}" for k, v in cols.items()}
     types = {names["user"]: _DICT, names["item"]: _DICT}
     if "value" in names:
@@ -271,7 +332,9 @@ def read_delimited(
         )
     except pa.ArrowInvalid as e:
         fail(f"could not parse ({str(e).splitlines()[0][:300]})")
-    except (OSError, UnicodeDecodeError, LookupError) as e:
+    except KeyError as e:  # a column pyarrow did not find on some line (line 1 was checked above)
+        fail(f"a line with fewer fields than line 1 ({e})")
+    except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"{path}: cannot read as {encoding} text ({e}); expected {what}") from e
     if table.num_rows == 0:
         raise DataError(f"{path}: no data rows; expected {what}")
@@ -306,7 +369,7 @@ def read(path: str, **options) -> Interactions:
     """
     o = {**OPTIONS, **options}
     if o["min_weight"] is not None and o["weight_col"] is None:
-        raise DataError("min_weight (--min_weight) needs a weight column (--csv_weight_col)")
+        raise DataError("--min_weight needs a weight column (--csv_weight_col)")
     users, user_labels, items, item_labels, values = read_delimited(
         path,
         user_col=o["user_col"],
@@ -317,7 +380,10 @@ def read(path: str, **options) -> Interactions:
         encoding=o["encoding"],
         value_name="weight",
         what=f"rows of user{o['sep']}item[{o['sep']}weight]{' with a header' if o['header'] else ''}",
+        flags=FLAGS,
     )
+    if o["min_weight"] is None:
+        _notice_label_columns(path, o)
     return filters.build(
         path,
         users,
@@ -330,3 +396,47 @@ def read(path: str, **options) -> Interactions:
         steps=[(filters.USERS, o["min_user_interactions"]), (filters.ITEMS, o["min_item_users"])],
         iterative_core=o["iterative_core"],
     )
+
+
+def _notice_label_columns(path: str, o: dict) -> None:
+    """One notice when a column that no filter reads holds only 0 and 1 in the first rows: it looks like a label,
+    and without ``--csv_weight_col`` / ``--min_weight`` its 0 rows count as positives."""
+    sep = o["sep"]
+    lines = _first_lines(path, o["encoding"], _SNIFF_LINES + 1)
+    names = _split_line(lines[0], sep, True) if o["header"] and lines else None
+    rows = [_split_line(line, sep, True) for line in lines[1 if o["header"] else 0 :]]
+    if not rows:
+        return
+
+    def index(col) -> int:
+        if isinstance(col, (int, np.integer)) or str(col).isdigit():
+            return int(col)
+        return names.index(str(col))  # a valid header name (read_delimited checked it)
+
+    if o["weight_col"] is not None:
+        candidates = [index(o["weight_col"])]
+    else:
+        used = {index(o["user_col"]), index(o["item_col"])}
+        candidates = [i for i in range(min(len(r) for r in rows)) if i not in used]
+    for col in candidates:
+        seen = {r[col].strip() for r in rows if col < len(r)}
+        if not seen or not seen <= {"0", "1", "0.0", "1.0"} or len({float(v) for v in seen}) < 2:
+            continue
+        if o["weight_col"] is None:
+            log.warning(
+                "%s: column %d holds only 0 and 1 in the first %d rows, like a label, but no --csv_weight_col is "
+                "given: every row counts as a positive; to keep only the 1 rows: --csv_weight_col=%d --min_weight=1",
+                path,
+                col,
+                len(rows),
+                col,
+            )
+        else:
+            log.warning(
+                "%s: --csv_weight_col=%s holds only 0 and 1 in the first %d rows, but no --min_weight is given: "
+                "the 0 rows count as positives too; to keep only the 1 rows: --min_weight=1",
+                path,
+                o["weight_col"],
+                len(rows),
+            )
+        return
