@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any
 
 # Paper defaults (Tran et al. 2019, section 5): d=128, α=1, Adam lr 1e-4, C=2000, β=1, λ_g by |N_ij|.
@@ -118,6 +119,12 @@ class Config:
 
     def validate(self) -> None:
         """Raises ValueError naming the flag for values that can never work (before any data is read)."""
+        for field in dataclasses.fields(self):  # NaN or infinity in any number: --learning_rate=inf trains NaN
+            value = getattr(self, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"--{field.name} must be a finite number, got {value}")
+        if self.init_stddev is not None and not self.init_stddev > 0:
+            raise ValueError(f"--init_stddev must be positive, got {self.init_stddev}")
         checks = [
             (self.batch_size > 0, f"--batch_size must be positive, got {self.batch_size}"),
             (self.num_negatives > 0, f"--num_negatives must be positive, got {self.num_negatives}"),

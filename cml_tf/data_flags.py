@@ -2,8 +2,8 @@
 
 Import this module (it defines the flags once) and call ``load_interactions_from_flags(flags.FLAGS)``.
 Every filter flag defaults to None, meaning "the data set's own default" (the paper's filters); a flag given
-for a data set that does not accept it is an error naming the flag. ``--no_cache`` (or ``--nouse_cache``)
-disables the ``.npz`` cache.
+for a data set that does not accept it is an error naming the flag. ``--nouse_cache`` disables the ``.npz`` cache.
+`filter_hint` names the filter flags of a data set with their values, for messages about too little data.
 """
 
 from __future__ import annotations
@@ -13,11 +13,16 @@ from absl import flags
 from cml_tf import datasets
 from cml_tf.interactions import DataError, Interactions
 
-flags.DEFINE_string("dataset", "synthetic", f"Data set to load; one of: {', '.join(datasets.available())}.")
-flags.DEFINE_string("data_path", None, "Raw data file, or a directory holding the conventional file name.")
+flags.DEFINE_string(
+    "dataset",
+    "synthetic",
+    f"Data set to load: {', '.join(datasets.available())} (synthetic: generated, no --data_path).",
+)
+flags.DEFINE_string(
+    "data_path", None, "The data set's raw file, or a directory holding its conventional file name (see README: Data)."
+)
 flags.DEFINE_string("cache_dir", None, "Cache directory for parsed data (default $CML_TF_CACHE or ~/.cache/cml_tf).")
-flags.DEFINE_bool("use_cache", True, "Read / write the parsed-data cache.")
-flags.DEFINE_bool("no_cache", False, "Disable the parsed-data cache (same as --nouse_cache).")
+flags.DEFINE_bool("use_cache", True, "Read / write the parsed-data cache (--nouse_cache: parse the raw file again).")
 flags.DEFINE_integer("min_playcount", None, "echonest: keep rows with playcount >= this (default 5).")
 flags.DEFINE_float(
     "min_rating", None, "amazon_movies / book_crossing / movielens: keep ratings >= this (defaults 5 / 5 / 0)."
@@ -89,6 +94,27 @@ def load_interactions_from_flags(flag_values) -> Interactions:
         name,
         flag_values.data_path,
         cache_dir=flag_values.cache_dir,
-        use_cache=bool(flag_values.use_cache) and not flag_values.no_cache,
+        use_cache=bool(flag_values.use_cache),
         **opts,
     )
+
+
+#: the options that filter rows, users or items (what to loosen when too little data is left)
+FILTER_OPTIONS = ("min_playcount", "min_rating", "min_weight", "min_user_interactions", "min_item_users")
+
+
+def filter_hint(name: str, opts: dict) -> str:
+    """``loosen the filters: --min_playcount (now 5), ...`` for data set ``name`` given its options; "" if it has none.
+
+    Args:
+        name: data set name.
+        opts: the options given (the data set's defaults fill the others).
+    """
+    name = datasets.canonical_name(name)
+    defaults = datasets.options(name)
+    current = {**defaults, **{k: v for k, v in opts.items() if v is not None}}
+    parts = []
+    for flag, option in FLAG_TO_OPTION.items():
+        if option in FILTER_OPTIONS and option in defaults and current.get(option) is not None:
+            parts.append(f"--{flag} (now {current[option]:g})")
+    return f"loosen the filters: {', '.join(parts)}" if parts else ""

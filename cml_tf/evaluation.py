@@ -30,6 +30,7 @@ import scipy.sparse as sp
 import tensorflow as tf
 
 from cml_tf import metrics
+from cml_tf.io import save_npz_atomic
 
 SCORINGS = ("distance", "dot")
 
@@ -345,4 +346,47 @@ def result_dict(mean: dict[str, float], users: int, k: int) -> dict[str, float]:
     }
 
 
-__all__ = ["Evaluator", "SCORINGS"]
+# --------------------------------------------------------------------------------------------------- top-k lists
+def recommendation_users(test: sp.spmatrix, max_users: int, seed: int) -> np.ndarray:
+    """[n] int32 sorted: a seeded sample of up to ``max_users`` of the users with a test item (all if fewer)."""
+    users = np.flatnonzero(np.diff(test.indptr) > 0)
+    if max_users < users.size:
+        users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
+    return users.astype(np.int32)
+
+
+def write_recommendations(path: str, score_fn, split, users, k: int, batch: int = 256) -> None:
+    """Saves the top-k of ``users`` with train + valid items masked, as the test evaluation ranks, to an .npz:
+    ``users`` [n] int32, ``items`` [n, k] int32 (best first), ``item_train_count`` [n_items] int64.
+
+    Args:
+        path: the .npz file.
+        score_fn: users [b] -> [b, n_items] scores, higher is better.
+        split: the fold's `cml_tf.splits.Split` (train + valid items are masked; train gives the popularity).
+        users: [n] int user indices.
+        k: list length (at most the catalogue).
+    """
+    seen = (split.train + split.valid).tocsr()
+    n_items = seen.shape[1]
+    k = min(k, n_items)
+    out = np.zeros((len(users), k), np.int32)
+    for start in range(0, len(users), batch):
+        u = users[start : start + batch]
+        scores = np.array(score_fn(u), dtype=np.float32, copy=True)
+        rows = seen[u]
+        scores[np.repeat(np.arange(len(u)), np.diff(rows.indptr)), rows.indices] = -np.inf
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable")
+        out[start : start + len(u)] = np.take_along_axis(top, order, 1)
+    counts = np.asarray(split.train.sum(0)).ravel().astype(np.int64)
+    save_npz_atomic(path, users=np.asarray(users, np.int32), items=out, item_train_count=counts)
+
+
+def distance_scores(user_vectors: np.ndarray, item_vectors: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """users [b] -> [b, n_items] scores ``2 u.v - ||v||^2``: ranks as ``-||u - v||^2`` (CML's distance)."""
+    u, v = np.asarray(user_vectors), np.asarray(item_vectors)
+    sq = (v * v).sum(1)
+    return lambda users: 2.0 * u[users] @ v.T - sq[None, :]
+
+
+__all__ = ["Evaluator", "SCORINGS", "distance_scores", "recommendation_users", "write_recommendations"]

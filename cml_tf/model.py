@@ -22,6 +22,29 @@ from cml_tf.features import ItemFeatureProjection
 from cml_tf.samplers import two_stage_select
 
 GEOMETRIES = ("sphere", "ball")
+#: name of the step output holding the first step whose training loss was not finite (0: none yet)
+FIRST_NONFINITE_STEP = "first_nonfinite_step"
+
+
+class FirstNonFiniteStep(keras.metrics.Metric):
+    """The first (1-based) training step whose loss was NaN or infinite since the last reset; 0 while none was.
+
+    Plain arithmetic on a variable (no assertion op), so it works inside ``steps_per_execution`` loops and under
+    XLA; `cml_tf.training` reads it after every execution and stops the run naming the step.
+    """
+
+    def __init__(self, name=FIRST_NONFINITE_STEP, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.step = self.add_variable(
+            shape=(), initializer="zeros", dtype="int64", name="step", aggregation="only_first_replica"
+        )
+
+    def update_state(self, loss, step):
+        first = tf.logical_and(tf.equal(self.step, 0), tf.logical_not(tf.math.is_finite(loss)))
+        self.step.assign(tf.where(first, tf.cast(step, "int64"), self.step))
+
+    def result(self):
+        return tf.identity(self.step)
 
 
 class CML(keras.Model):
@@ -148,6 +171,7 @@ class CML(keras.Model):
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.hinge_tracker = keras.metrics.Mean(name="hinge")
         self.gor_tracker = keras.metrics.Mean(name="gor")
+        self.nonfinite_tracker = FirstNonFiniteStep()
         # Every weight exists now: mark the model built, so `fit` skips its symbolic build (which cannot trace a
         # distributed dataset's per-replica inputs).
         self.built = True
@@ -199,7 +223,7 @@ class CML(keras.Model):
 
     @property
     def metrics(self):
-        return [self.loss_tracker, self.hinge_tracker, self.gor_tracker]
+        return [self.loss_tracker, self.hinge_tracker, self.gor_tracker, self.nonfinite_tracker]
 
     def _step_seed(self):
         replica = tf.distribute.get_replica_context()
@@ -329,6 +353,7 @@ class CML(keras.Model):
         self.loss_tracker.update_state(terms.get("loss", terms["total"]) / batch)
         self.hinge_tracker.update_state(terms["hinge"] / batch)
         self.gor_tracker.update_state(terms["gor"])
+        self.nonfinite_tracker.update_state(terms.get("loss", terms["total"]), self.optimizer.iterations)
         return self._step_outputs()
 
     def _step_outputs(self) -> dict:

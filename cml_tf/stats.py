@@ -12,16 +12,12 @@ the items left after the filters. With ``--format=json`` stdout holds exactly on
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported: no C++ INFO lines
-
 import json
 import sys
 
 from absl import app, flags
 
-from cml_tf import data_flags
+from cml_tf import console, data_flags
 from cml_tf.interactions import DataError
 
 flags.DEFINE_enum("format", "table", ["table", "json"], "Output format.")
@@ -47,6 +43,7 @@ def format_table(name: str, stats: dict) -> str:
 def main(argv) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}; expected only --flags")
+    console.setup_logging(FLAGS.verbosity >= 1)  # notices (e.g. a 0/1 label column) as plain lines on stderr
     try:
         inter = data_flags.load_interactions_from_flags(FLAGS)
     except DataError as e:

@@ -3,25 +3,26 @@
 With no flags it trains on the embedded synthetic data set (about a minute on 2 CPU cores). Flags only live here;
 they build a `cml_tf.config.Config` that `cml_tf.training.train` runs. Run the same command again to resume an
 interrupted run from its last checkpoint.
+
+Everything that can be checked runs before TensorFlow is imported (flags, the data file and its filters), and the
+data-dependent checks run before the run directory is created. Only cml_tf's own lines (stderr) and the progress
+(stdout, then the results as JSON) are printed; ``-v 1`` adds TensorFlow's start-up and log lines.
 """
 
 from __future__ import annotations
-
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported: no C++ INFO lines
 
 import dataclasses
 import json
 import logging
 import os
 import sys
+import textwrap
 
 from absl import app, flags
-from absl import logging as absl_logging
 
-from cml_tf import data_flags  # noqa: F401  (defines --dataset, --data_path and the filter flags)
+from cml_tf import console, data_flags  # data_flags defines --dataset, --data_path and the filter flags
 from cml_tf.config import PRESETS, REFRESH_NEVER, Config
+from cml_tf.datasets.filters import NothingLeft
 from cml_tf.interactions import DataError
 
 _D = Config()
@@ -79,7 +80,7 @@ flags.DEFINE_integer(
     "Seed of the split alone (default 1 for --split=original, CollMetric's split; 0 for kfold). --seed does not "
     "change the split, so several training seeds share one split.",
 )
-flags.DEFINE_integer("embedding_dim", _D.embedding_dim, "d.")
+flags.DEFINE_integer("embedding_dim", _D.embedding_dim, "d: dimension of the user and item embeddings.")
 flags.DEFINE_float("margin", _D.margin, "Hinge margin α.")
 flags.DEFINE_float("learning_rate", _D.learning_rate, "Learning rate.")
 flags.DEFINE_string("optimizer", _D.optimizer, "adam (paper), adagrad (CollMetric) or sgd.")
@@ -100,7 +101,11 @@ flags.DEFINE_string(
 )
 flags.DEFINE_bool("use_rank_weight", _D.use_rank_weight, "CollMetric's WARP rank weight log(rank + 1).")
 flags.DEFINE_float("cov_loss_weight", _D.cov_loss_weight, "Covariance loss weight (0 disables).")
-flags.DEFINE_float("init_stddev", None, "Std of the normal embedding initialiser (default 1/sqrt(d)).")
+flags.DEFINE_float(
+    "init_stddev",
+    None,
+    "Std of the normal embedding initialiser (default 1e-3 on the sphere, 1/sqrt(d) in the ball; see README).",
+)
 flags.DEFINE_string("features", None, "CML+F item features: 'tags' (citeulike-t tag-item.dat beside users.dat).")
 flags.DEFINE_integer("feature_min_count", _D.feature_min_count, "CML+F: keep tags used at least this many times.")
 flags.DEFINE_float("feature_l2_reg", _D.feature_l2_reg, "CML+F: feature loss weight.")
@@ -127,20 +132,54 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_integer("seed", _D.seed, "Seed of every random operation (split, init, sampling).")
 flags.DEFINE_string("strategy", _D.strategy, "tf.distribute strategy: default, mirrored or multi_worker (TF_CONFIG).")
-flags.DEFINE_string("model_dir", None, "Run directory (default runs/<dataset>-<sampler>-b<batch>-n<neg>-f<fold>).")
+flags.DEFINE_string(
+    "model_dir",
+    None,
+    "Run directory (default runs/<dataset>-<sampler>-b<batch_size>-n<num_negatives>-<split>, "
+    "<split> = kfold<fold> or original, e.g. runs/synthetic-2stage-b256-n1-kfold0).",
+)
 flags.DEFINE_bool("overwrite", False, "Discard an existing run in --model_dir instead of resuming it.")
-flags.DEFINE_integer("verbose", 1, "1: progress bar; 2: one line per evaluation; 0: silent.")
+flags.DEFINE_integer(
+    "verbose",
+    None,
+    "Progress on stdout: 1 a progress bar per validation period, 2 one line per period, 0 none "
+    "(default 1 on a terminal, 2 otherwise, e.g. into a log file).",
+)
+flags.adopt_module_key_flags(data_flags)
 
 FLAGS = flags.FLAGS
+log = logging.getLogger("cml_tf")
 
 # flag name -> Config field, for the flags that map one to one.
 # flags parsed from text: stage2_weight_cap ('none' = uncapped), stage2_refresh_every ('never')
 _PARSED_FLAGS = ("stage2_weight_cap", "stage2_refresh_every")
 _CONFIG_FLAGS = [f.name for f in dataclasses.fields(Config) if f.name not in ("dataset_options", *_PARSED_FLAGS)]
+_FEATURE_FLAGS = ("feature_min_count", "feature_l2_reg", "feature_scale", "feature_dropout", "feature_hidden_dim")
+
+
+def _ignored_flag(config: Config, flag_values) -> str | None:
+    """A message for the first explicitly given flag that the chosen mode would ignore, else None."""
+    given = [f for f in (*_CONFIG_FLAGS, *_PARSED_FLAGS) if f in flag_values and flag_values[f].present]
+    for name in given:
+        if config.split == "original" and name in ("num_folds", "fold", "valid_fraction"):
+            return (
+                f"--{name} does not apply to --split=original (CollMetric's fixed 3:1:1 split); "
+                "drop it, or use --split=kfold"
+            )
+        if config.sampler != "2stage" and (name == "num_candidates" or name.startswith("stage2_")):
+            return f"--{name} does not apply to --sampler={config.sampler} (only 2stage has stage-1 candidates)"
+        if config.sampler == "uniform" and name in ("beta", "popularity_smoothing"):
+            return f"--{name} does not apply to --sampler=uniform (only popular and 2stage weigh items by popularity)"
+        if config.features is None and name in _FEATURE_FLAGS:
+            return f"--{name} does not apply without --features (CML+F)"
+    return None
 
 
 def config_from_flags(flag_values=FLAGS) -> Config:
-    """Builds the run's Config: the preset, then every flag the user set explicitly (and the data flags)."""
+    """Builds the run's Config: the preset, then every flag the user set explicitly (and the data flags).
+
+    Raises ValueError naming the flag for a bad value, or for a flag that the chosen mode ignores.
+    """
     name, options = data_flags.options_from_flags(flag_values)
     values = dict(PRESETS[flag_values.preset])
     for field in _CONFIG_FLAGS:
@@ -154,6 +193,9 @@ def config_from_flags(flag_values=FLAGS) -> Config:
         values["stage2_refresh_every"] = _parse_refresh(flag_values.stage2_refresh_every)
     config = Config(**values)
     config.validate()
+    ignored = _ignored_flag(config, flag_values)
+    if ignored:
+        raise ValueError(ignored)
     return config
 
 
@@ -188,41 +230,133 @@ def default_model_dir(config: Config) -> str:
     )
 
 
+def _error(message) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)
-    absl_logging.set_verbosity(absl_logging.WARNING)  # e.g. TensorFlow's per-checkpoint INFO lines
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        return _error(f"unexpected arguments: {' '.join(argv[1:])}")
+    verbose_logs = FLAGS.verbosity >= 1
+    console.setup_logging(verbose_logs)
     try:
         config = config_from_flags()
+        interactions = data_flags.load_interactions_from_flags(FLAGS)  # before TensorFlow: bad files fail fast
+    except NothingLeft as e:
+        return _error(f"{e}; {data_flags.filter_hint(config.dataset, config.dataset_options)}")
     except (ValueError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    from cml_tf import training  # TensorFlow is imported only once the flags are known to be good
+        return _error(e)
+    console.import_tensorflow(verbose_logs)
+    from cml_tf import training
 
     model_dir = FLAGS.model_dir or default_model_dir(config)
     try:
-        interactions = data_flags.load_interactions_from_flags(FLAGS)
         split = training.split_data(config, interactions)
-        print(
-            f"{config.dataset}: {interactions.n_users:,} users x {interactions.n_items:,} items; "
-            f"split {config.split}: {split.summary()}",
-            file=sys.stderr,
+        parts = split.summary()
+        where = f"kfold, fold {config.fold} of {config.num_folds}" if config.split == "kfold" else "original 3:1:1"
+        log.info(
+            f"{config.dataset}: {interactions.n_users:,} users x {interactions.n_items:,} items, "
+            f"{interactions.nnz:,} pairs; split {where}: {parts['train_pairs']:,} training, "
+            f"{parts['valid_pairs']:,} validation, {parts['test_pairs']:,} test pairs"
         )
         results = training.train(
             config, model_dir, data=(interactions, split), overwrite=FLAGS.overwrite, verbose=FLAGS.verbose
         )
+    except training.TooLittleData as e:
+        hint = data_flags.filter_hint(config.dataset, config.dataset_options)
+        return _error(f"{e}{'; or ' + hint if hint else ''}")
     except (ValueError, DataError, training.RunError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return _error(e)
+    except KeyboardInterrupt:
+        print(f"interrupted: run the same command to resume {model_dir} from its last checkpoint", file=sys.stderr)
+        return 130
     print(json.dumps({"model_dir": model_dir, **results}, indent=2, sort_keys=True))
     return 0
 
 
-def run():
-    app.run(main)
+# --------------------------------------------------------------------------------------------------- help
+_HELP_GROUPS = [
+    ("Data (README: Data)", ["dataset", "data_path", *data_flags.FLAG_TO_OPTION, "cache_dir", "use_cache"], ()),
+    (
+        "Sampling",
+        ["sampler", "batch_size", "num_negatives", "num_candidates", "beta", "popularity_smoothing"],
+        ("stage2_",),
+    ),
+    (
+        "Training",
+        ["optimizer", "learning_rate", "sparse_updates", "epochs", "max_steps", "eval_every", "eval_users", "k"],
+        ("early_stopping_patience",),
+    ),
+    ("Split", ["split", "num_folds", "fold", "valid_fraction"], ("split_",)),
+    (
+        "Model",
+        ["embedding_dim", "margin", "geometry", "init_stddev", "gor_weight", "use_rank_weight", "cov_loss_weight"],
+        ("features", "feature_", "clip_norm"),
+    ),
+    ("Run", ["model_dir", "overwrite", "preset", "seed", "verbose"], ("steps_per_execution", "strategy")),
+]
+
+
+def _flag_lines(flag) -> list[str]:
+    name = f"--[no]{flag.name}" if flag.flag_type() == "bool" else f"--{flag.name}"
+    default = "" if flag.default is None else f" (default: {flag.default})"
+    return [f"  {name}{default}"] + textwrap.wrap(flag.help, 110, initial_indent="      ", subsequent_indent="      ")
+
+
+def help_text(flag_values=FLAGS) -> str:
+    """``--help``: usage, then this command's and the data flags, grouped, the ones a user needs first."""
+    mine = {f.name: f for f in flag_values.get_key_flags_for_module(sys.modules[__name__])}
+    mine.update({f.name: f for f in flag_values.get_key_flags_for_module(data_flags)})
+    mine.pop("help", None)
+    lines = [
+        "Train CML: python -m cml_tf.train [--flags]; no flags trains on the embedded synthetic data set.",
+        "",
+        "  python -m cml_tf.train --dataset=echonest --data_path=train_triplets.txt --sampler=2stage",
+        "  python -m cml_tf.train --dataset=movielens --data_path=ml-100k/u.data --sampler=popular --max_steps=2000",
+        "",
+        "Run the same command again to resume; -v 1 shows TensorFlow's own lines; --helpfull lists every flag.",
+    ]
+    shown: set[str] = set()
+    for title, names, more in _HELP_GROUPS:
+        group = [n for n in names if n in mine]
+        group += sorted(n for n in mine if n not in group and n not in shown and any(n.startswith(m) for m in more))
+        group = [n for n in group if n not in shown]
+        if not group:
+            continue
+        lines += ["", f"{title}:"]
+        for n in group:
+            lines += _flag_lines(mine[n])
+            shown.add(n)
+    rest = sorted(n for n in mine if n not in shown)
+    if rest:
+        lines += ["", "Other:"]
+        for n in rest:
+            lines += _flag_lines(mine[n])
+    return "\n".join(lines)
+
+
+_HELP = {"--help", "-help", "-h", "-?", "--helpshort", "-helpshort"}
+
+
+def _parse_flags(argv):
+    """absl flag parsing with a one-line error and exit code 1 on a bad flag."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+def run(argv=None):
+    argv = list(sys.argv if argv is None else argv)
+    if any(a in _HELP for a in argv[1:]):  # absl's --help exits with status 1 and leaves out the data flags
+        print(help_text())
+        sys.exit(0)
+    if any(a in ("--helpfull", "-helpfull") for a in argv[1:]):
+        print(FLAGS.get_help())
+        sys.exit(0)
+    app.run(main, argv=argv, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":

@@ -11,21 +11,33 @@ runners call directly. The run directory holds::
     tensorboard/     TensorBoard logs
     embeddings/      user_embeddings.npy, item_embeddings.npy (best model, in its geometry), user_ids.npy,
                      item_ids.npy
+    recommendations.npz  top-k of a seeded sample of up to 1,000 test users (best model, train + valid masked):
+                     users, items, item_train_count (the notebooks read it)
     results.json     test metrics of the best model, train_seconds, best_step, validation metrics
 
 Every file is written atomically. Running the same command again resumes from the last checkpoint (the batch
-stream is a pure function of the step, so the resumed run sees the batches the uninterrupted one would have); a
-finished run (results.json present) is not trained again.
+stream is a pure function of the step, so the resumed run sees the batches the uninterrupted one would have) and
+says so; a finished run (results.json present) is not trained again, and says so with its results.
+
+Everything that can be checked is checked before the run directory is touched: the config, then the data (the
+batch must fit the training pairs; ``num_candidates`` larger than the catalog is lowered to the catalog, with a
+notice, and saved as used). A run that stops before its first checkpoint (a bad value found late, a non-finite
+loss, Ctrl-C) removes what it wrote, so the corrected command starts afresh; a directory whose run never
+checkpointed is no run, and a different config there is not refused. Training stops at the first non-finite loss,
+naming the step.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import logging
 import math
 import os
+import shutil
+import sys
 import time
 import warnings
 
@@ -35,11 +47,11 @@ import tensorflow as tf
 
 from cml_tf import datasets, distribute
 from cml_tf.config import Config
-from cml_tf.evaluation import Evaluator
+from cml_tf.evaluation import Evaluator, distance_scores, recommendation_users, write_recommendations
 from cml_tf.features import initialise_items_from_features
 from cml_tf.interactions import Interactions
 from cml_tf.io import save_npy_atomic, write_json_atomic, write_text_atomic
-from cml_tf.model import CML
+from cml_tf.model import CML, FIRST_NONFINITE_STEP
 from cml_tf.optimizers import make_optimizer
 from cml_tf.pipeline import SamplerSpec, TrainingStream
 from cml_tf.splits import Split, make_split
@@ -47,8 +59,24 @@ from cml_tf.splits import Split, make_split
 log = logging.getLogger("cml_tf")
 
 
+#: test users (a seeded sample) whose top-k list every run saves in recommendations.npz
+RECOMMENDATION_USERS = 1000
+
+
 class RunError(RuntimeError):
     """A run directory that cannot be used as asked (e.g. it holds a different config)."""
+
+
+class TooLittleData(ValueError):
+    """The data (after the loader's filters and the split) cannot feed the run as configured."""
+
+
+class NonFiniteLoss(RunError):
+    """The training loss became NaN or infinite; ``step`` is the first step whose loss was not finite."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
 
 
 # --------------------------------------------------------------------------------------------------- data
@@ -90,6 +118,45 @@ def item_features(config: Config, interactions: Interactions):
 
         return load_tag_features(config.data_path, interactions.n_items, min_count=config.feature_min_count)
     raise ValueError(f"--features: unknown features {config.features!r}")
+
+
+def fit_to_data(config: Config, split: Split) -> Config:
+    """The config adjusted to the data, or TooLittleData naming the flag that cannot hold.
+
+    ``num_candidates`` (2-stage) above the number of drawable items (the catalog; with ``popularity_smoothing=0``
+    the items seen in training) is lowered to that number, with a one-line notice: C = catalog is "every item".
+    ``batch_size`` above the training pairs and ``num_negatives`` not below the catalog are errors.
+    """
+    n_users, n_items = split.train.shape
+    pairs = int(split.train.nnz)
+    where = f"the data has {n_users:,} users x {n_items:,} items after its filters"
+    if config.batch_size > pairs:
+        raise TooLittleData(
+            f"--batch_size={config.batch_size} exceeds the {pairs:,} training pairs ({where}); "
+            f"use --batch_size={min(pairs, 256) if pairs >= 1 else 1} or less"
+        )
+    if config.num_negatives >= n_items:
+        raise TooLittleData(f"--num_negatives={config.num_negatives} must be below the {n_items:,} items ({where})")
+    if config.sampler == "2stage":
+        drawable = n_items
+        if config.popularity_smoothing == 0 and config.beta > 0:
+            drawable = int(np.count_nonzero(np.diff(split.train.tocsc().indptr)))
+        if config.num_candidates > drawable:
+            what = "items" if drawable == n_items else "items with a training interaction (--popularity_smoothing=0)"
+            log.warning(
+                "--num_candidates=%d exceeds the %s %s: using --num_candidates=%d",
+                config.num_candidates,
+                f"{drawable:,}",
+                what,
+                drawable,
+            )
+            config = dataclasses.replace(config, num_candidates=drawable)
+        if config.num_negatives > config.num_candidates:
+            raise TooLittleData(
+                f"--num_negatives={config.num_negatives} exceeds the {config.num_candidates:,} candidates "
+                f"the data allows ({where})"
+            )
+    return config
 
 
 # --------------------------------------------------------------------------------------------------- model
@@ -153,10 +220,43 @@ def write_metrics_csv(path: str, rows: list[dict]) -> None:
     write_text_atomic(path, buf.getvalue())
 
 
+#: what a run writes into its directory (removed by --overwrite, and when a run stops before its first checkpoint)
+RUN_FILES = (
+    "checkpoints",
+    "best",
+    "tensorboard",
+    "embeddings",
+    "metrics.csv",
+    "results.json",
+    "recommendations.npz",
+    "config.json",
+)
+
+
+def run_started(model_dir: str) -> bool:
+    """Whether ``model_dir`` holds a run that got somewhere: a checkpoint or results (not just a config.json)."""
+    return os.path.exists(os.path.join(model_dir, "results.json")) or bool(
+        tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    )
+
+
+def _remove_run_files(model_dir: str, keep_config: bool = False) -> None:
+    for name in RUN_FILES:
+        p = os.path.join(model_dir, name)
+        if name == "config.json" and keep_config:
+            continue
+        if os.path.isdir(p):
+            shutil.rmtree(p)
+        elif os.path.exists(p):
+            os.unlink(p)
+
+
 def _prepare_run_dir(config: Config, model_dir: str, overwrite: bool) -> None:
+    """Writes config.json; refuses a different config where a run has started (a checkpoint or results)."""
     os.makedirs(model_dir, exist_ok=True)
     path = os.path.join(model_dir, "config.json")
-    if os.path.exists(path) and not overwrite:
+    started = run_started(model_dir)
+    if os.path.exists(path) and started and not overwrite:
         with open(path, encoding="utf-8") as f:
             saved = json.load(f)
         current = json.loads(json.dumps(config.to_dict()))
@@ -167,15 +267,9 @@ def _prepare_run_dir(config: Config, model_dir: str, overwrite: bool) -> None:
                 f"--model_dir={model_dir} holds a run with a different config (differs in: {', '.join(diff)}); "
                 "use another --model_dir, or --overwrite to start afresh"
             )
-    elif overwrite:
-        import shutil
-
-        for name in ("checkpoints", "best", "tensorboard", "embeddings", "metrics.csv", "results.json"):
-            p = os.path.join(model_dir, name)
-            if os.path.isdir(p):
-                shutil.rmtree(p)
-            elif os.path.exists(p):
-                os.unlink(p)
+    elif overwrite or not started:
+        # a directory without a checkpoint holds no run (e.g. one stopped by an error): start it afresh
+        _remove_run_files(model_dir)
     write_json_atomic(path, config.to_dict())
 
 
@@ -205,12 +299,22 @@ class EvaluationCheckpoint(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if logs is not None:
+            step = int(self.model.optimizer.iterations.numpy())
+            bad_step = int(logs.get(FIRST_NONFINITE_STEP, 0))
+            if bad_step > 0:
+                saved = self.manager.latest_checkpoint
+                kept = f"; the last checkpoint (step {int(saved.rsplit('-', 1)[1])}) is kept" if saved else ""
+                raise NonFiniteLoss(
+                    f"the training loss is not finite (NaN or infinite) at step {bad_step}: training stopped"
+                    f"{kept}; lower --learning_rate={self.config.learning_rate:g} or check the data",
+                    bad_step,
+                )
             elapsed = time.perf_counter() - self._t0
-            done = int(self.model.optimizer.iterations.numpy()) - self._step0
-            logs["pairs/s"] = done * self.config.batch_size / max(elapsed, 1e-9)
+            logs["pairs/s"] = (step - self._step0) * self.config.batch_size / max(elapsed, 1e-9)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
+        logs.pop(FIRST_NONFINITE_STEP, None)  # a stop signal (0 here), not a curve for TensorBoard
         seconds = time.perf_counter() - self._t0
         step = int(self.model.optimizer.iterations.numpy())
         self.train_seconds += seconds
@@ -229,6 +333,7 @@ class EvaluationCheckpoint(keras.callbacks.Callback):
                 if k != "users":
                     logs[f"val_{k}"] = float(v)
         row["pairs_per_sec"] = (step - self._step0) * self.config.batch_size / max(seconds, 1e-9)
+        logs["pairs/s"] = row["pairs_per_sec"]
         row["train_seconds"] = self.train_seconds
         self.rows.append(row)
         write_metrics_csv(os.path.join(self.model_dir, "metrics.csv"), self.rows)
@@ -237,6 +342,81 @@ class EvaluationCheckpoint(keras.callbacks.Callback):
             self.best = value
             self.best_manager.save(checkpoint_number=step)
         self.manager.save(checkpoint_number=step)
+
+
+class Progress(keras.callbacks.Callback):
+    """What a run prints on stdout while it trains, in the terms of the flags.
+
+    Keras counts "epochs" of ``fit``, which here are validation periods of ``--eval_every`` steps, not passes over
+    the data (``--epochs``). This names them as periods, with their steps and the epochs (passes) they reach::
+
+        period 3/8 (steps 2001-3000, epoch 4.1 of 20): loss 0.4121, val ndcg@50 0.0712, map@50 0.0301, 35,112 pairs/s
+
+    ``mode`` 1 draws a progress bar over each period's steps (for a terminal) before that line; 2 prints only the
+    line (for a log file: no control characters).
+    """
+
+    def __init__(self, mode, *, total_steps, eval_every, batch_size, pairs_per_epoch, epochs, k):
+        super().__init__()
+        self.mode = mode
+        self.total_steps = total_steps
+        self.eval_every = eval_every
+        self.batch_size = batch_size
+        self.pairs_per_epoch = pairs_per_epoch
+        self.num_periods = math.ceil(total_steps / eval_every)
+        self.epochs = epochs if epochs is not None else total_steps * batch_size / pairs_per_epoch
+        self.k = k
+        self._bar = None
+
+    def _epoch_at(self, step: int) -> float:
+        return step * self.batch_size / self.pairs_per_epoch
+
+    def period_label(self, epoch: int) -> str:
+        first = epoch * self.eval_every
+        last = min(first + self.eval_every, self.total_steps)
+        return (
+            f"period {epoch + 1}/{self.num_periods} (steps {first + 1}-{last}, "
+            f"epoch {self._epoch_at(last):.3g} of {self.epochs:.3g})"
+        )
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._first = epoch * self.eval_every
+        if self.mode == 1:
+            print(self.period_label(epoch), flush=True)
+            target = min(self._first + self.eval_every, self.total_steps) - self._first
+            self._bar = keras.utils.Progbar(target, stateful_metrics=["loss", "pairs/s"])
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._bar is not None and logs is not None:
+            done = int(self.model.optimizer.iterations.numpy()) - self._first
+            shown = [(name, float(logs[name])) for name in ("loss", "pairs/s") if name in logs]
+            self._bar.update(done, values=shown)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        parts = [f"loss {float(logs.get('loss', np.nan)):.4f}"]
+        names = [f"ndcg@{self.k}", f"map@{self.k}", f"recall@{self.k}", "mmr"]
+        validation = [
+            f"{name} {logs['val_' + name]:{'.1f' if name == 'mmr' else '.4f'}}"
+            for name in names
+            if "val_" + name in logs
+        ]
+        if validation:
+            parts.append("val " + ", ".join(validation))
+        if "pairs/s" in logs:
+            parts.append(f"{float(logs['pairs/s']):,.0f} pairs/s")
+        self._bar = None
+        print(f"{self.period_label(epoch)}: {', '.join(parts)}", flush=True)
+
+
+def summary_line(results: dict, k: int) -> str:
+    """``ndcg@50 0.0712, map@50 0.0301, recall@50 0.1410, mmr 12.3 (best step 960)`` from a results dict."""
+    names = [f"ndcg@{k}", f"map@{k}", f"recall@{k}", f"precision@{k}"]
+    parts = [f"{name} {results[name]:.4f}" for name in names if name in results]
+    if "mmr" in results:
+        parts.append(f"mmr {results['mmr']:.1f}")
+    best = f" (best step {results['best_step']})" if "best_step" in results else ""
+    return ", ".join(parts) + best
 
 
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
@@ -262,43 +442,49 @@ def train(
     *,
     data: tuple[Interactions, Split] | None = None,
     overwrite: bool = False,
-    verbose: int = 1,
+    verbose: int | None = None,
 ) -> dict:
     """Trains (or resumes) a run and returns its results (also written to ``model_dir/results.json``).
 
     Args:
-        config: the run's config (resolved here: derived defaults filled in).
+        config: the run's config (resolved here: derived defaults filled in, then fitted to the data).
         model_dir: the run directory.
         data: an already loaded (interactions, split); default load as the config says.
         overwrite: discard an existing run in ``model_dir`` instead of resuming it.
-        verbose: Keras progress bar (1), one line per evaluation (2) or silent (0).
+        verbose: progress on stdout: a progress bar per validation period (1), one line per period (2) or
+            nothing (0); None: 1 when stdout is a terminal, else 2.
+
+    Raises:
+        ValueError: a bad config (naming the flag); TooLittleData: the data cannot feed the config.
+        RunError: ``model_dir`` holds a different run; NonFiniteLoss: the loss became NaN or infinite.
     """
     config = config.resolved()
     config.validate()
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
     # first: the multi-worker strategy configures the runtime, which must happen before other TensorFlow work
     strategy = distribute.make_strategy(config.strategy)
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
         raise ValueError(f"--batch_size={config.batch_size} must be divisible by the {replicas} replicas")
+    interactions, split = data if data is not None else load_data(config)
+    config = fit_to_data(config, split)  # before the run directory: what cannot work fails here
     # Only the chief writes model_dir; other workers write a temporary copy (Keras' multi-worker pattern).
     chief = distribute.is_chief(strategy)
     run_dir = distribute.write_dir(model_dir, strategy)
     if not chief and os.path.isdir(run_dir):
-        import shutil
-
         shutil.rmtree(run_dir)
     results_path = os.path.join(model_dir, "results.json")
     finished = os.path.exists(results_path) and not overwrite
     distribute.agree(strategy, [finished], "whether the run in --model_dir is finished")
-    if chief or not finished:
-        _prepare_run_dir(config, run_dir, overwrite or not chief)
     if finished:
+        if chief:
+            _prepare_run_dir(config, run_dir, False)  # refuses a different config
         with open(results_path, encoding="utf-8") as f:
-            return json.load(f)
+            results = json.load(f)
+        log.info("%s: already finished; results: %s", model_dir, summary_line(results, config.k))
+        return results
 
-    keras.utils.set_random_seed(config.seed)
-    interactions, split = data if data is not None else load_data(config)
-    n_users, n_items = interactions.n_users, interactions.n_items
     # One stream at the GLOBAL batch size; distributed, each replica gets its slice of every global batch.
     spec = SamplerSpec(
         sampler=config.sampler,
@@ -310,6 +496,29 @@ def train(
     )
     # a distributed 2-stage run gives every replica its own stage-1 candidate set
     stream = TrainingStream(split.train, spec, seed=config.seed, candidate_groups=replicas)
+    features = item_features(config, interactions)
+
+    existed = os.path.isdir(run_dir)
+    _prepare_run_dir(config, run_dir, overwrite or not chief)
+    try:
+        return _train(
+            config, model_dir, run_dir, chief, overwrite, strategy, interactions, split, stream, features, verbose
+        )
+    except BaseException:
+        # a run that stopped before its first checkpoint is no run: leave no config.json claiming the directory
+        if chief and not run_started(run_dir):
+            _remove_run_files(run_dir)
+            if not existed and os.path.isdir(run_dir) and not os.listdir(run_dir):
+                os.rmdir(run_dir)
+        raise
+
+
+def _train(
+    config, model_dir, run_dir, chief, overwrite, strategy, interactions, split, stream, features, verbose
+) -> dict:
+    """`train` once the run directory is prepared."""
+    keras.utils.set_random_seed(config.seed)
+    n_users, n_items = interactions.n_users, interactions.n_items
     pairs = split.train.nnz
     total_steps = config.max_steps or math.ceil(config.epochs * pairs / config.batch_size)
     eval_every = min(config.eval_every, total_steps)
@@ -326,7 +535,7 @@ def train(
     eval_every = math.ceil(eval_every / spe) * spe
     num_periods = math.ceil(total_steps / eval_every)
     with strategy.scope():
-        model = build_model(config, n_users, n_items, item_features(config, interactions), steps_per_execution=spe)
+        model = build_model(config, n_users, n_items, features, steps_per_execution=spe)
 
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(run_dir, "checkpoints"), max_to_keep=2)
@@ -337,7 +546,7 @@ def train(
     if latest:
         checkpoint.restore(latest).assert_existing_objects_matched()
         start_step = int(model.optimizer.iterations.numpy())
-        log.info("resumed %s at step %d", model_dir, start_step)
+        log.info("%s: resuming from step %d of %d", model_dir, start_step, total_steps)
     elif model.feature_projection is not None:
         # CML+F starts every item at its feature projection, as CollMetric's optimize() does
         initialise_items_from_features(model)
@@ -347,7 +556,6 @@ def train(
     rows = [r for r in read_metrics_csv(metrics_path) if r["step"] <= start_step] if latest else []
 
     done_periods = start_step // eval_every
-
     valid_evaluator = None
     if split.valid.nnz:
         valid_users = np.flatnonzero(np.diff(split.valid.indptr) > 0)
@@ -370,6 +578,18 @@ def train(
         ),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), update_freq="epoch", write_graph=False),
     ]
+    if verbose:
+        callbacks.append(
+            Progress(
+                verbose,
+                total_steps=total_steps,
+                eval_every=eval_every,
+                batch_size=config.batch_size,
+                pairs_per_epoch=pairs,
+                epochs=None if config.max_steps else config.epochs,
+                k=config.k,
+            )
+        )
     if config.early_stopping_patience and valid_evaluator is not None:
         monitor = f"val_ndcg@{config.k}"
         callbacks.append(
@@ -399,7 +619,7 @@ def train(
                 initial_epoch=done_periods,
                 steps_per_epoch=eval_every,
                 callbacks=callbacks,
-                verbose=verbose,
+                verbose=0,  # Progress prints instead: Keras' "Epoch k/n" would count validation periods
             )
 
     if chief:
@@ -453,5 +673,8 @@ def finish(config, model_dir, model, checkpoint, best_manager, interactions, spl
             "valid": {k: v for k, v in best_row.items() if "@" in k or k == "mmr"},
         }
     )
+    users = recommendation_users(split.test, RECOMMENDATION_USERS, config.seed)
+    scores = distance_scores(user_vectors, item_vectors)
+    write_recommendations(os.path.join(model_dir, "recommendations.npz"), scores, split, users, config.k)
     write_json_atomic(os.path.join(model_dir, "results.json"), results)
     return results

@@ -19,7 +19,7 @@ not fit in the available memory (`ease_memory_bytes`).
 
 A baseline run directory holds ``config.json`` (everything that determines the result), ``results.json`` (test
 metrics, the chosen ``params``, every trial's parameters and validation metrics, the budget) and
-``recommendations.npz`` (see `experiments.table2.write_recommendations`). A finished directory (results.json with
+``recommendations.npz`` (see `cml_tf.evaluation.write_recommendations`). A finished directory (results.json with
 the same config) is not recomputed.
 """
 

@@ -238,7 +238,7 @@ def settings_from_flags(argv: list[str], fv=FLAGS) -> Settings:
         data_path=data_path,
         dataset_options=options,
         cache_dir=fv.cache_dir,
-        use_cache=bool(fv.use_cache) and not fv.no_cache,
+        use_cache=bool(fv.use_cache),
         out_dir=out_dir,
         results_dir=results_dir,
         folds=folds,
@@ -410,53 +410,15 @@ def write_command(settings: Settings) -> None:
     write_text_atomic(os.path.join(settings.results_dir, "command.txt"), text)
 
 
-def recommendation_users(test, max_users: int, seed: int):
-    import numpy as np
-
-    users = np.flatnonzero(np.diff(test.indptr) > 0)
-    if max_users < users.size:
-        users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
-    return users.astype(np.int32)
-
-
-def write_recommendations(path: str, score_fn, split, users, k: int, batch: int = 256) -> None:
-    """Saves the top-k of ``users`` with train + valid items masked: users, items [n, k], item_train_count.
-
-    Args:
-        path: the .npz file.
-        score_fn: users [b] -> [b, n_items] scores, higher is better.
-        split: the fold's `Split`.
-        users: [n] int user indices.
-        k: list length (at most the catalogue).
-    """
-    import numpy as np
-
-    from cml_tf.io import save_npz_atomic
-
-    seen = (split.train + split.valid).tocsr()
-    n_items = seen.shape[1]
-    k = min(k, n_items)
-    out = np.zeros((len(users), k), np.int32)
-    for start in range(0, len(users), batch):
-        u = users[start : start + batch]
-        scores = np.array(score_fn(u), dtype=np.float32, copy=True)
-        rows = seen[u]
-        scores[np.repeat(np.arange(len(u)), np.diff(rows.indptr)), rows.indices] = -np.inf
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable")
-        out[start : start + len(u)] = np.take_along_axis(top, order, 1)
-    counts = np.asarray(split.train.sum(0)).ravel().astype(np.int64)
-    save_npz_atomic(path, users=np.asarray(users, np.int32), items=out, item_train_count=counts)
-
-
 def distance_scores(run_dir: str):
     """users -> -||u - v||^2 from a CML run's saved embeddings (its geometry)."""
     import numpy as np
 
+    from cml_tf.evaluation import distance_scores as scores
+
     u = np.load(os.path.join(run_dir, "embeddings", "user_embeddings.npy"))
     v = np.load(os.path.join(run_dir, "embeddings", "item_embeddings.npy"))
-    sq = (v * v).sum(1)
-    return lambda users: 2.0 * u[users] @ v.T - sq[None, :]
+    return scores(u, v)
 
 
 # ------------------------------------------------------------------------------------------------ runner
@@ -469,6 +431,7 @@ def run(settings: Settings, *, log=print) -> list[dict]:
     """Runs the grid (skipping finished runs) and writes the results; returns the results.csv rows."""
     from cml_tf import datasets, training
     from cml_tf.config import Config
+    from cml_tf.evaluation import recommendation_users, write_recommendations
     from experiments import baselines as B
 
     os.makedirs(settings.results_dir, exist_ok=True)
@@ -544,7 +507,8 @@ def run(settings: Settings, *, log=print) -> list[dict]:
             t0 = time.perf_counter()
             results = training.train(config, run_dir, data=(interactions, split), verbose=settings.verbose)
             rec_path = os.path.join(run_dir, "recommendations.npz")
-            if rec_users is not None and not os.path.exists(rec_path):
+            # training writes its own (default) recommendations.npz; this one follows --rec_users / --rec_k
+            if rec_users is not None and (not skipped or not os.path.exists(rec_path)):
                 write_recommendations(rec_path, distance_scores(run_dir), split, rec_users, settings.rec_k)
             rows.append(result_row(settings, "cml", cell, fold, results, os.path.relpath(run_dir, settings.out_dir)))
             write_outputs(settings, rows)

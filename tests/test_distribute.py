@@ -200,7 +200,7 @@ def test_multi_worker_two_processes_on_loopback_end_with_identical_weights(tmp_p
         "--num_negatives=2",
         "--learning_rate=0.01",
         "--verbose=0",
-        "--no_cache",
+        "--nouse_cache",
     ]
     procs = []
     for i in range(2):

@@ -85,7 +85,7 @@ def test_load_interactions_from_flags_passes_only_given_options(tmp_path):
         flags.FLAGS.mark_as_parsed()
     p = tmp_path / "d.csv"
     p.write_text("a;x;1\na;y;5\nb;x;7\n")
-    with _only(dataset="csv", data_path=str(p), csv_sep=";", csv_weight_col="2", min_weight=2.0, no_cache=True):
+    with _only(dataset="csv", data_path=str(p), csv_sep=";", csv_weight_col="2", min_weight=2.0, use_cache=False):
         x = data_flags.load_interactions_from_flags(flags.FLAGS)
     assert x.nnz == 2
     with _only(dataset="csv", data_path=str(p), min_rating=2.0):

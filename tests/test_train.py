@@ -35,14 +35,21 @@ def tiny_config(**kw) -> Config:
 
 
 def run_cli(*args, timeout=300, env=None):
+    """The command as a user runs it (no TF_CPP_MIN_LOG_LEVEL of ours), from the project root, stdout a pipe."""
+    environ = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     return subprocess.run(
         [sys.executable, "-m", "cml_tf.train", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})},
+        env={**environ, **(env or {})},
     )
+
+
+TINY_FLAGS = ["--num_users=300", "--num_items=500", "--num_interactions=6000", "--batch_size=64"]
+TINY_FLAGS.append("--num_candidates=200")
+TF_STARTUP = ("cuInit", "absl::InitializeLog", "cudart_stub", "I0000", "E0000", "W0000", "oneDNN")
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +126,96 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
     )
 
 
+def test_finished_run_says_so_with_its_results(finished_run, caplog):
+    model_dir, results = finished_run
+    with caplog.at_level("INFO", logger="cml_tf"):
+        assert training.train(tiny_config(sampler="2stage"), model_dir, verbose=0) == results
+    assert f"{model_dir}: already finished; results: ndcg@50 {results['ndcg@50']:.4f}, map@50 " in caplog.text
+    assert f"(best step {results['best_step']})" in caplog.text
+
+
+def test_num_candidates_above_the_catalog_is_lowered_with_a_notice_and_saved(tmp_path, caplog):
+    with caplog.at_level("INFO", logger="cml_tf"):
+        training.train(tiny_config(num_candidates=10_000, max_steps=20), str(tmp_path), verbose=0)
+    assert "--num_candidates=10000 exceeds the 500 items: using --num_candidates=500" in caplog.text
+    assert Config.load(str(tmp_path / "config.json")).num_candidates == 500
+    # the same config again is the same run (finished), not "a different config"
+    training.train(tiny_config(num_candidates=10_000, max_steps=20), str(tmp_path), verbose=0)
+
+
+def test_batch_larger_than_the_training_pairs_fails_before_the_run_directory(tmp_path):
+    with pytest.raises(training.TooLittleData, match=r"--batch_size=5000 exceeds the 3,993 training pairs"):
+        training.train(tiny_config(batch_size=5000), str(tmp_path / "run"), verbose=0)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_directory_whose_run_never_checkpointed_is_not_refused(tmp_path):
+    # e.g. left by a run killed before its first checkpoint (or by an older version that failed late)
+    os.makedirs(tmp_path / "tensorboard")
+    with open(tmp_path / "config.json", "w") as f:
+        json.dump(tiny_config(batch_size=32).resolved().to_dict(), f)
+    results = training.train(tiny_config(max_steps=20), str(tmp_path), verbose=0)
+    assert results["steps"] == 20
+    assert Config.load(str(tmp_path / "config.json")).batch_size == 64
+
+
+def _loss_turns_infinite_at(monkeypatch, step: int):
+    """From (1-based) training step ``step`` on the loss is -inf (the weights' gradients stay finite)."""
+    import tensorflow as tf
+
+    from cml_tf.model import CML
+
+    original = CML.compute_losses
+
+    def compute_losses(self, users, positives, negatives, training=True):
+        terms = original(self, users, positives, negatives, training=training)
+        late = tf.cast(self.optimizer.iterations + 1 >= step, terms["total"].dtype)
+        terms["total"] = terms["total"] + tf.math.log(1.0 - late)
+        return terms
+
+    monkeypatch.setattr(CML, "compute_losses", compute_losses)
+
+
+def test_a_non_finite_loss_stops_the_run_at_its_step(tmp_path, monkeypatch):
+    _loss_turns_infinite_at(monkeypatch, 25)
+    with pytest.raises(training.NonFiniteLoss) as e:
+        training.train(tiny_config(sampler="uniform"), str(tmp_path), verbose=0)
+    assert e.value.step == 25
+    assert str(e.value) == (
+        "the training loss is not finite (NaN or infinite) at step 25: training stopped; the last checkpoint "
+        "(step 20) is kept; lower --learning_rate=0.001 or check the data"
+    )
+    # stopped at the end of that execution (steps 21-30), not at the end of the period or of the run
+    rows = training.read_metrics_csv(str(tmp_path / "metrics.csv"))
+    assert [int(r["step"]) for r in rows] == [20]
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_a_run_that_stops_before_its_first_checkpoint_leaves_nothing(tmp_path, monkeypatch):
+    _loss_turns_infinite_at(monkeypatch, 3)
+    model_dir = tmp_path / "run"
+    with pytest.raises(training.NonFiniteLoss, match="at step 3: training stopped; lower --learning_rate"):
+        training.train(tiny_config(sampler="uniform"), str(model_dir), verbose=0)
+    assert not model_dir.exists()
+    os.makedirs(model_dir)
+    (model_dir / "notes.txt").write_text("mine")
+    with pytest.raises(training.NonFiniteLoss):
+        training.train(tiny_config(sampler="uniform"), str(model_dir), verbose=0)
+    assert os.listdir(model_dir) == ["notes.txt"]  # what the run wrote is gone, the user's file is not
+
+
+def test_progress_is_one_line_per_period_when_stdout_is_not_a_terminal(tmp_path, capsys):
+    training.train(tiny_config(sampler="uniform", max_steps=47, eval_every=20), str(tmp_path))
+    lines = capsys.readouterr().out.splitlines()
+    # 3,993 training pairs, batch 64: epoch = step * 64 / 3,993
+    assert [line.split(":")[0] for line in lines] == [
+        "period 1/3 (steps 1-20, epoch 0.321 of 0.753)",
+        "period 2/3 (steps 21-40, epoch 0.641 of 0.753)",
+        "period 3/3 (steps 41-47, epoch 0.753 of 0.753)",
+    ]
+    assert all(" val ndcg@50 " in line and line.endswith(" pairs/s") for line in lines)
+
+
 def test_a_different_config_in_the_same_directory_is_refused(tmp_path, finished_run):
     model_dir, _ = finished_run
     with pytest.raises(training.RunError, match="different config.*batch_size"):
@@ -156,13 +253,23 @@ def test_cli_trains_resumes_after_kill_and_reports(tmp_path):
     if killed:
         proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert killed, "the first run ended before it could be killed: nothing was resumed"
+    import tensorflow as tf
+
+    done = int(tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).rsplit("-", 1)[1])
+    assert done in (40, 80)  # the resume point: the last checkpoint (metrics.csv is written just before it)
     out = run_cli(*args)
     assert out.returncode == 0, out.stderr[-2000:]
+    assert f"{model_dir}: resuming from step {done} of 400" in out.stderr
     results = json.loads(out.stdout[out.stdout.index("{") :])
     rows = training.read_metrics_csv(metrics)
     steps = [int(r["step"]) for r in rows]
     assert steps == list(range(40, 401, 40)), steps  # no row lost, none repeated
     assert results["steps"] == 400 and results["model_dir"] == model_dir
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"{model_dir}: already finished; results: ndcg@50 {results['ndcg@50']:.4f}" in again.stderr
+    assert json.loads(again.stdout[again.stdout.index("{") :]) == results
 
 
 @pytest.mark.parametrize(
@@ -178,14 +285,114 @@ def test_cli_trains_resumes_after_kill_and_reports(tmp_path):
         ("--stage2_weight_cap=big", "--stage2_weight_cap: expected a number >= 1 or 'none'"),
         ("--stage2_refresh_every=sometimes", "--stage2_refresh_every: expected an integer >= 0 or 'never'"),
         ("--stage2_cutoff=3", "--stage2_cutoff must be in [0, 2]"),
+        ("--learning_rate=inf", "error: --learning_rate must be a finite number, got inf"),
+        ("--margin=nan", "error: --margin must be a finite number, got nan"),
+        ("--split=original --fold=2", "error: --fold does not apply to --split=original"),
+        ("--split=original --valid_fraction=0.2", "error: --valid_fraction does not apply to --split=original"),
+        ("--sampler=uniform --num_candidates=50", "error: --num_candidates does not apply to --sampler=uniform"),
+        ("--sampler=uniform --beta=0.5", "error: --beta does not apply to --sampler=uniform"),
+        ("--feature_l2_reg=0.5", "error: --feature_l2_reg does not apply without --features"),
+        ("--dataset=echonest --data_path=/nonexistent/t.txt", "error: /nonexistent/t.txt: no such file or directory"),
+        ("--batch_size=abc", "error: flag --batch_size=abc"),
+        ("--sampler=uniform --stage2_cutoff=0.5", "error: --stage2_cutoff does not apply to --sampler=uniform"),
+        ("--sampler=popular --stage2_weight_cap=4", "error: --stage2_weight_cap does not apply to --sampler=popular"),
     ],
 )
 def test_cli_bad_flags_fail_before_training_with_the_flag_named(flag, message, tmp_path):
-    out = run_cli(flag, f"--model_dir={tmp_path}", timeout=120)
-    assert out.returncode != 0
+    out = run_cli(*flag.split(), f"--model_dir={tmp_path / 'run'}", timeout=120)
+    assert out.returncode == 1
     assert message in out.stderr
-    assert "Traceback" not in out.stderr
-    assert not os.path.exists(os.path.join(tmp_path, "config.json"))
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr  # one line, no traceback, no TensorFlow lines
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_cli_checks_flags_and_files_before_tensorflow_is_imported(tmp_path):
+    code = (
+        "import sys\n"
+        "from cml_tf import train\n"
+        "try:\n"
+        "    train.run(sys.argv)\n"
+        "except SystemExit as e:\n"
+        "    print('exit', e.code, 'tensorflow' in sys.modules)\n"
+    )
+    for args in (["--dataset=echonest", f"--data_path={tmp_path}/none.txt"], ["--learning_rate=-1"]):
+        out = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert out.stdout.strip() == "exit 1 False", (args, out.stdout, out.stderr)
+        assert out.stderr.startswith("error: ")
+
+
+def test_cli_help_shows_the_data_flags_first_and_exits_0():
+    out = run_cli("--help", timeout=120)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    for flag in ("--dataset", "--data_path", "--min_playcount", "--min_user_interactions", "--min_item_users"):
+        assert f"  {flag}" in text, flag
+    order = [text.index(f"\n  --{name}") for name in ("dataset", "data_path", "min_playcount", "sampler", "seed")]
+    assert order == sorted(order)
+    assert "default 1e-3 on the sphere, 1/sqrt(d) in the ball" in text  # not "1/sqrt(d)" alone
+    assert "kfold<fold> or original" in text and "-f<fold>" not in text
+    assert "d: dimension of the user and item embeddings" in text
+    assert "no_cache" not in text and "--[no]use_cache" in text
+    assert "-v 1" in text and "--helpfull" in text
+
+
+def test_cli_prints_only_its_own_lines_and_one_line_per_period_into_a_file(tmp_path):
+    args = [*TINY_FLAGS, "--max_steps=40", "--eval_every=20", f"--model_dir={tmp_path / 'run'}"]
+    out = run_cli(*args)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for marker in TF_STARTUP:
+        assert marker not in out.stderr, (marker, out.stderr)
+    assert out.stderr.splitlines() == [
+        "synthetic: 300 users x 500 items, 6,000 pairs; split kfold, fold 0 of 4: 3,993 training, 402 validation, "
+        "1,605 test pairs"
+    ]
+    lines = out.stdout[: out.stdout.index("{")].splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("period 1/2 (steps 1-20, epoch 0.321 of 0.641): loss ")  # 20 x 64 / 3,993 pairs
+    assert lines[1].startswith("period 2/2 (steps 21-40, epoch 0.641 of 0.641): loss ")
+    assert "val ndcg@50 " in lines[1] and "pairs/s" in lines[1]
+    assert "\r" not in out.stdout and "\x08" not in out.stdout and "Epoch" not in out.stdout
+    verbose = run_cli(*args, "-v", "1", "--overwrite")  # asked for: TensorFlow's own start-up lines
+    assert verbose.returncode == 0, verbose.stderr[-2000:]
+    assert any(marker in verbose.stderr for marker in TF_STARTUP), verbose.stderr
+
+
+def test_cli_a_run_that_fails_on_the_data_claims_no_directory_and_names_the_filters(shared_data, tmp_path):
+    sample = os.path.join(shared_data, "echonest", "train_triplets_sample.txt")
+    model_dir = tmp_path / "run"
+    out = run_cli("--dataset=echonest", f"--data_path={sample}", f"--model_dir={model_dir}")
+    assert out.returncode == 1
+    assert out.stderr.splitlines()[-1] == (
+        "error: --batch_size=256 exceeds the 73 training pairs (the data has 29 users x 16 items after its "
+        "filters); use --batch_size=73 or less; or loosen the filters: --min_playcount (now 5), "
+        "--min_user_interactions (now 21), --min_item_users (now 5)"
+    )
+    assert not model_dir.exists()
+    # nothing left at all: the filter flags again, before TensorFlow
+    out = run_cli("--dataset=echonest", f"--data_path={sample}", "--min_playcount=100000", f"--model_dir={model_dir}")
+    assert out.returncode == 1 and "no interactions left after filtering" in out.stderr
+    assert "loosen the filters: --min_playcount (now 100000), --min_user_interactions (now 21)" in out.stderr
+    assert not model_dir.exists()
+
+
+def _readme_echonest_command() -> list[str]:
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    lines = [line for line in text.splitlines() if "train_triplets_sample.txt" in line and "cml_tf.train" in line]
+    assert len(lines) == 1, lines
+    command = lines[0].split("#")[0].split()
+    assert command[:3] == ["python", "-m", "cml_tf.train"]
+    return command[3:]
+
+
+def test_readme_echonest_sample_command_runs_as_printed(shared_data, tmp_path):
+    # as printed, only shortened (and in a temporary run directory) for the test
+    args = _readme_echonest_command()
+    out = run_cli(*args, "--max_steps=20", "--eval_every=20", f"--model_dir={tmp_path / 'run'}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "echonest: 628 users x 1,877 items" in out.stderr
+    assert "--num_candidates=2000 exceeds the 1,877 items: using --num_candidates=1877" in out.stderr
+    assert Config.load(str(tmp_path / "run" / "config.json")).num_candidates == 1877  # the value used is saved
 
 
 def test_stage2_and_split_seed_flags_map_to_config():

@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import os
 from types import ModuleType
-
-from absl import logging
 
 from cml_tf.datasets import amazon, book_crossing, citeulike, echonest, movielens, synthetic
 from cml_tf.datasets import csv as csv_loader
@@ -50,6 +50,8 @@ CACHE_VERSION = 1
 _INT_OPTIONS = {"min_user_interactions", "min_item_users", "min_playcount", "num_users", "num_items"}
 _POSITIVE_OPTIONS = {"num_users", "num_items", "num_interactions"}
 _FLOAT_OPTIONS = {"min_rating", "min_weight"}
+
+log = logging.getLogger("cml_tf.datasets")
 
 
 def available() -> list[str]:
@@ -103,8 +105,8 @@ def validate_option(name: str, option: str, value, label: str | None = None):
             value = float(value)
         except (TypeError, ValueError):
             raise DataError(f"{label} must be a number, got {value!r}") from None
-        if not value >= 0:
-            raise DataError(f"{label} must be >= 0, got {value}")
+        if not (value >= 0 and math.isfinite(value)):
+            raise DataError(f"{label} must be a finite number >= 0, got {value}")
         return value
     if option in ("user_col", "item_col", "weight_col"):
         if isinstance(value, int) and value < 0:
@@ -164,13 +166,13 @@ def load(
     if os.path.isfile(cached):
         try:
             result = Interactions.load(cached)
-            logging.info("loaded %s from cache %s", path, cached)
+            log.debug("loaded %s from cache %s", path, cached)
             return result
         except Exception as e:  # any unreadable cache (bad zip, truncated, wrong keys) is rebuilt
-            logging.warning("rebuilding corrupted cache %s (%s)", cached, e)
+            log.warning("rebuilding corrupted cache %s (%s)", cached, e)
     result = module.read(path, **full)
     try:
         result.save(cached)
     except OSError as e:
-        logging.warning("could not write cache %s: %s", cached, e)
+        log.warning("could not write cache %s: %s", cached, e)
     return result

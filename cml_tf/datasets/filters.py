@@ -25,6 +25,10 @@ USERS = "users"
 ITEMS = "items"
 
 
+class NothingLeft(DataError):
+    """The filters left no interaction (the message lists the count after each stage)."""
+
+
 def describe_steps(steps: Sequence[tuple[str, int]]) -> str:
     """Human-readable filter sequence, e.g. ``users with >= 21 items, then items with >= 5 users``."""
     parts = []
@@ -148,7 +152,7 @@ def build(
         `Interactions` of the surviving pairs.
 
     Raises:
-        DataError: nothing left after the filters (message lists the count after each stage).
+        NothingLeft: nothing left after the filters (message lists the count after each stage).
     """
     n_users, n_items = len(user_labels), len(item_labels)
     stages = [f"{users.size:,} rows read"]
@@ -161,7 +165,7 @@ def build(
     users, items, log = count_filter(users, items, steps, n_users, n_items, iterative=iterative_core)
     stages.extend(log)
     if users.size == 0:
-        raise DataError(
+        raise NothingLeft(
             f"{source}: no interactions left after filtering ({'; '.join(stages)}); expected at least one. "
             f"Filters: {value_name} >= {min_value}, {describe_steps(steps)}"
             f"{' (iterated)' if iterative_core else ' (applied once)'}; lower the thresholds"
