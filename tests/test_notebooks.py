@@ -1,4 +1,5 @@
-"""Every notebook in notebooks/ runs top to bottom against the committed fixture (notebooks/fixtures/)."""
+"""Every notebook in notebooks/ runs top to bottom against the committed fixture (notebooks/fixtures/), notebooks
+01-05 also on a directory of plain ``python -m cml_tf.train`` runs, and with nothing to read they stop with one line."""
 
 import glob
 import os
@@ -7,7 +8,36 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))
+RUN_NOTEBOOKS = [p for p in NOTEBOOKS if os.path.basename(p)[:2] in ("01", "02", "03", "04", "05")]
 FIXTURES = os.path.join(ROOT, "notebooks", "fixtures")
+ENV = ("CML_TF_RESULTS", "CML_TF_RUNS", "CML_TF_RUN", "CML_TF_FOLD")
+
+
+def execute(path, monkeypatch, **env):
+    """Runs a notebook as `jupyter lab` would, from its own directory, with this checkout's cml_tf importable."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("matplotlib")
+    for var in ENV:
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("PYTHONPATH", ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    nb = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": os.path.dirname(path)}}
+    )
+    client.execute()  # raises CellExecutionError naming the cell if any cell fails
+    return nb
+
+
+def outputs(nb) -> str:
+    text = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            text.append(out.get("text", "") or str(out.get("data", {}).get("text/plain", "")))
+    return "\n".join(text)
 
 
 def test_there_are_notebooks_and_a_fixture():
@@ -28,15 +58,53 @@ def test_notebook_is_committed_without_outputs(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
 def test_notebook_runs_on_the_fixture(path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
+    execute(path, monkeypatch, CML_TF_SWEEP=os.path.join(FIXTURES, "stage2_sweep"))
+
+
+@pytest.fixture(scope="module")
+def plain_runs(tmp_path_factory):
+    """Two finished runs in the layout `python -m cml_tf.train` writes: runs/<default name>/."""
+    from cml_tf import training
+    from cml_tf.config import Config
+    from cml_tf.train import default_model_dir
+
+    runs = tmp_path_factory.mktemp("plain") / "runs"
+    for sampler in ("uniform", "2stage"):
+        config = Config(
+            dataset="synthetic",
+            dataset_options={"num_users": 200, "num_items": 300, "num_interactions": 4000},
+            sampler=sampler,
+            batch_size=64,
+            num_candidates=100,
+            embedding_dim=16,
+            max_steps=40,
+            eval_every=20,
+            learning_rate=1e-2,
+        )
+        training.train(config, str(runs / os.path.basename(default_model_dir(config))), verbose=0)
+    return str(runs)
+
+
+@pytest.mark.parametrize("path", RUN_NOTEBOOKS, ids=os.path.basename)
+def test_notebook_runs_on_a_directory_of_plain_train_runs(path, plain_runs, monkeypatch):
+    nb = execute(path, monkeypatch, CML_TF_RUNS=plain_runs)
+    text = outputs(nb)
+    assert f"runs: {plain_runs}; results: none" in text
+    if os.path.basename(path).startswith("01"):
+        assert "2 rows: {'cml': 2}" in text
+    if os.path.basename(path).startswith("02"):
+        assert "2 runs of fold 0" in text
+    if os.path.basename(path).startswith("03"):
+        assert "2 runs; 300 items" in text
+    if os.path.basename(path).startswith("05"):
+        assert "synthetic-2stage-b64-n1-kfold0: 200 users, 300 items, d=16" in text
+
+
+@pytest.mark.parametrize("path", RUN_NOTEBOOKS, ids=os.path.basename)
+def test_notebook_with_nothing_to_read_stops_with_one_line(path, tmp_path, monkeypatch):
     nbclient = pytest.importorskip("nbclient")
-    pytest.importorskip("matplotlib")
-    for var in ("CML_TF_RESULTS", "CML_TF_RUNS", "CML_TF_RUN", "CML_TF_FOLD"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("CML_TF_SWEEP", os.path.join(FIXTURES, "stage2_sweep"))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
-    nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(
-        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": os.path.dirname(path)}}
-    )
-    client.execute()  # raises CellExecutionError naming the cell if any cell fails
+    with pytest.raises(nbclient.exceptions.CellExecutionError) as e:
+        execute(path, monkeypatch, CML_TF_RUNS=str(tmp_path))
+    message = str(e.value)
+    assert f"nothing to show: no runs in {tmp_path}" in message
+    assert "Traceback" not in message and "pandas" not in message
