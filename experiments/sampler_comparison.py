@@ -3,9 +3,11 @@
     python experiments/sampler_comparison.py --data_path=../shared/data/citeulike-t --pairs=2000000
 
 Runs (original 3:1:1 split, d=128, |N_ij|=1, Adam lr 1e-4 lazy unless noted): uniform@4096, uniform@256,
-popular@256, 2stage@256 (the default stage 2), with --dense the same 2stage@256 and uniform@256 with Keras' exact
-dense Adam, and with --stage2_caps=1,none 2stage@256 with stage 2's weight capped at each λ (``--stage2_weight_cap``;
-none = the paper's uncapped weight).
+popular@256, 2stage@256 (the default stage 2), with --dense the same 2stage@256 and uniform@256 with the exact
+dense Adam (``--nosparse_updates``: Keras' Adam on gradients whose repeated rows are summed, as TF1's), with
+--unsummed the same two on Keras 3's Adam as it is (each repeated row of an embedding gradient squared on its own:
+Σg² instead of (Σg)², cml_tf's dense path before it summed them), and with --stage2_caps=1,none 2stage@256 with
+stage 2's weight capped at each λ (``--stage2_weight_cap``; none = the paper's uncapped weight).
 Prints one Markdown table of validation NDCG@50 / MAP@50 / Recall@50 / MMR (best validation evaluation), the test
 metrics of that checkpoint, and the training throughput; writes it to <out_dir>/comparison.md.
 """
@@ -30,6 +32,19 @@ DENSE_RUNS = [
     ("2stage@256 dense Adam", {"sampler": "2stage", "batch_size": 256, "sparse_updates": False}),
     ("uniform@256 dense Adam", {"sampler": "uniform", "batch_size": 256, "sparse_updates": False}),
 ]
+UNSUMMED = " rows not summed"  # run-name suffix: Keras 3's Adam as it is (see the module docstring)
+UNSUMMED_RUNS = [(name + UNSUMMED, overrides) for name, overrides in DENSE_RUNS]
+
+
+def keras_adam_as_is(name, learning_rate, sparse=True, max_row_norm=None):
+    """`cml_tf.optimizers.make_optimizer`, but Keras 3's own dense Adam (repeated rows not summed)."""
+    import keras
+
+    from cml_tf.optimizers import make_optimizer
+
+    if name == "adam" and not sparse:
+        return keras.optimizers.Adam(learning_rate=learning_rate)
+    return make_optimizer(name, learning_rate, sparse=sparse, max_row_norm=max_row_norm)
 
 
 def main(argv=None) -> None:
@@ -39,6 +54,7 @@ def main(argv=None) -> None:
     p.add_argument("--pairs", type=int, default=2_000_000, help="training pairs per run (steps = pairs / batch)")
     p.add_argument("--evals", type=int, default=8, help="validation evaluations per run")
     p.add_argument("--dense", action="store_true", help="also run the dense-Adam variants")
+    p.add_argument("--unsummed", action="store_true", help="also run them on Keras 3's Adam as it is")
     p.add_argument("--learning_rate", type=float, default=None)
     p.add_argument("--only", default=None, help="comma list of run names to run")
     p.add_argument(
@@ -57,7 +73,7 @@ def main(argv=None) -> None:
     )
     data = training.load_data(base)
     rows = []
-    runs = RUNS + (DENSE_RUNS if args.dense else [])
+    runs = RUNS + (DENSE_RUNS if args.dense else []) + (UNSUMMED_RUNS if args.unsummed else [])
     for cap in filter(None, args.stage2_caps.split(",")):
         value = None if cap.strip().lower() == "none" else float(cap)
         runs.append((f"2stage@256 cap {cap}", {"sampler": "2stage", "batch_size": 256, "stage2_weight_cap": value}))
@@ -76,7 +92,13 @@ def main(argv=None) -> None:
                 import shutil
 
                 shutil.rmtree(model_dir)
-        results = training.train(config, model_dir, data=data, verbose=0)
+        build = training.make_optimizer
+        if name.endswith(UNSUMMED):
+            training.make_optimizer = keras_adam_as_is
+        try:
+            results = training.train(config, model_dir, data=data, verbose=0)
+        finally:
+            training.make_optimizer = build
         v = results["valid"]
         rows.append(
             f"| {name} | {steps * overrides['batch_size']:,} | {v['ndcg@50']:.4f} | {v['map@50']:.4f} | "
