@@ -20,12 +20,14 @@ import dataclasses
 import glob
 import json
 import os
+import re
 
 #: the repository (this file is cml_tf/rundirs.py)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "notebooks", "fixtures")
-SAMPLER_LABELS = {"uniform": "Uniform", "popular": "Popular", "2stage": "2-stage"}
-_SAMPLER_ORDER = {"uniform": 0, "popular": 1, "2stage": 2}
+SAMPLER_LABELS = {"uniform": "Uniform", "popular": "Popular", "2stage": "2-stage", "2stage-paper": "2-stage (paper)"}
+_SAMPLER_ORDER = {"uniform": 0, "popular": 1, "2stage": 2, "2stage-paper": 3}
+_CELL = re.compile(r"^(?P<sampler>.+)-b(?P<batch>\d+)-n(?P<negatives>\d+)$")  # the Table 2 runner's cell names
 
 
 class NothingToShow(Exception):
@@ -96,9 +98,11 @@ class Run:
         return os.path.join(self.path, *parts)
 
 
-def cell_label(config: dict) -> str:
-    """``2-stage b=256 |N|=1`` from a run's config."""
-    sampler = config.get("sampler", "?")
+def cell_label(config: dict, cell: str | None = None) -> str:
+    """``2-stage b=256 |N|=1`` from a run's config, or from a Table 2 cell name (``2stage-paper-b256-n1``: the runner
+    names variants of a sampler, which share its config's ``sampler``)."""
+    match = _CELL.match(cell) if cell else None
+    sampler = match["sampler"] if match else config.get("sampler", "?")
     return f"{SAMPLER_LABELS.get(sampler, sampler)} b={config.get('batch_size')} |N|={config.get('num_negatives')}"
 
 
@@ -131,7 +135,7 @@ def find_runs(runs_dir: str, fold: int | None = None) -> list[Run]:
             name = os.path.basename(run_dir)
             parent = os.path.basename(os.path.dirname(run_dir))
             if name.startswith("fold") and name[4:].isdigit() and len(rel) == 2:  # the Table 2 layout
-                run = Run(run_dir, parent, cell_label(config), int(name[4:]), config)
+                run = Run(run_dir, parent, cell_label(config, parent), int(name[4:]), config)
             else:
                 kfold = config.get("split", "kfold") == "kfold"
                 label = f"{cell_label(config)} ({name})"
@@ -149,8 +153,9 @@ def find_runs(runs_dir: str, fold: int | None = None) -> list[Run]:
 
     def order(run: Run):
         c = run.config
+        match = _CELL.match(run.key)
         return (
-            _SAMPLER_ORDER.get(c.get("sampler"), 3),
+            _SAMPLER_ORDER.get(match["sampler"] if match else c.get("sampler"), 4),
             -int(c.get("batch_size", 0)),
             int(c.get("num_negatives", 0)),
             run.fold if run.fold is not None else -1,

@@ -30,6 +30,17 @@ def test_the_fixture_is_the_table2_layout_ordered_as_the_table():
     assert [method for method, _ in baselines] == ["als", "bpr", "popularity"]
 
 
+def test_table2_variants_of_a_sampler_keep_their_own_label(tmp_path):
+    # experiments.table2 runs "2stage-paper" cells: sampler 2stage in the config, the variant in the cell name
+    _run(tmp_path / "2stage-paper-b256-n1" / "fold0", sampler="2stage", batch_size=256)
+    _run(tmp_path / "2stage-b256-n1" / "fold0", sampler="2stage", batch_size=256)
+    runs = rundirs.find_runs(str(tmp_path), fold=0)
+    assert [(r.key, r.label) for r in runs] == [
+        ("2stage-b256-n1", "2-stage b=256 |N|=1"),
+        ("2stage-paper-b256-n1", "2-stage (paper) b=256 |N|=1"),
+    ]
+
+
 def test_plain_train_runs_and_a_single_run(tmp_path):
     _run(tmp_path / "synthetic-2stage-b256-n1-kfold0", sampler="2stage", batch_size=256)
     _run(tmp_path / "synthetic-uniform-b64-n1-kfold1", fold=1)
