@@ -66,7 +66,6 @@ def plain_runs(tmp_path_factory):
     """Two finished runs in the layout `python -m cml_tf.train` writes: runs/<default name>/."""
     from cml_tf import training
     from cml_tf.config import Config
-    from cml_tf.train import default_model_dir
 
     runs = tmp_path_factory.mktemp("plain") / "runs"
     for sampler in ("uniform", "2stage"):
@@ -81,7 +80,9 @@ def plain_runs(tmp_path_factory):
             eval_every=20,
             learning_rate=1e-2,
         )
-        training.train(config, str(runs / os.path.basename(default_model_dir(config))), verbose=0)
+        # the name `python -m cml_tf.train` gives (cml_tf.train itself is not imported here: experiments.table2,
+        # imported by other tests, defines flags of the same names)
+        training.train(config, str(runs / f"synthetic-{sampler}-b64-n1-kfold0"), verbose=0)
     return str(runs)
 
 

@@ -395,16 +395,45 @@ def test_readme_echonest_sample_command_runs_as_printed(shared_data, tmp_path):
     assert Config.load(str(tmp_path / "run" / "config.json")).num_candidates == 1877  # the value used is saved
 
 
+def _configs_from_flags(*argvs: tuple[str, ...]) -> dict[tuple[str, ...], Config]:
+    """The resolved Config `python -m cml_tf.train` builds from each argv. In a fresh process: experiments.table2,
+    which other tests import, defines flags of the same names, so cml_tf.train cannot be imported beside it."""
+    code = (
+        "import json, sys\n"
+        "from cml_tf import train\n"
+        "out = []\n"
+        "for argv in json.loads(sys.argv[1]):\n"
+        "    train.FLAGS.unparse_flags()\n"
+        "    train.FLAGS(['train', *argv])\n"
+        "    out.append(train.config_from_flags().resolved().to_dict())\n"
+        "print(json.dumps(out))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps([list(a) for a in argvs])],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return {argv: Config.from_dict(c) for argv, c in zip(argvs, json.loads(proc.stdout.splitlines()[-1]))}
+
+
 def test_stage2_and_split_seed_flags_map_to_config():
-    from cml_tf import train
+    argvs = [
+        (),
+        ("--stage2_weight_cap=none",),
+        ("--stage2_weight_cap=20",),
+        ("--stage2_refresh_every=never",),
+        ("--stage2_refresh_every=100",),
+        ("--split=original",),
+        ("--split=original", "--seed=7"),
+        ("--split=original", "--split_seed=3"),
+    ]
+    configs = _configs_from_flags(*argvs)
 
     def config(*argv):
-        train.FLAGS.unparse_flags()
-        try:
-            train.FLAGS(["train", *argv])
-            return train.config_from_flags().resolved()
-        finally:
-            train.FLAGS.unparse_flags()
+        return configs[argv]
 
     default = config()
     assert default.stage2_weight_cap == Config().stage2_weight_cap and default.stage2_refresh_every == 0

@@ -106,7 +106,7 @@ def validate_option(name: str, option: str, value, label: str | None = None):
         except (TypeError, ValueError):
             raise DataError(f"{label} must be a number, got {value!r}") from None
         if not (value >= 0 and math.isfinite(value)):
-            raise DataError(f"{label} must be a finite number >= 0, got {value}")
+            raise DataError(f"{label} must be >= 0 and finite, got {value}")
         return value
     if option in ("user_col", "item_col", "weight_col"):
         if isinstance(value, int) and value < 0:
