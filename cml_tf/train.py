@@ -269,7 +269,7 @@ def main(argv):
     except (ValueError, DataError, training.RunError) as e:
         return _error(e)
     except KeyboardInterrupt:
-        print(f"interrupted: run the same command to resume {model_dir} from its last checkpoint", file=sys.stderr)
+        print(f"interrupted: run the same command to resume {model_dir} (from its last checkpoint)", file=sys.stderr)
         return 130
     print(json.dumps({"model_dir": model_dir, **results}, indent=2, sort_keys=True))
     return 0

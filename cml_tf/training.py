@@ -133,7 +133,7 @@ def fit_to_data(config: Config, split: Split) -> Config:
     if config.batch_size > pairs:
         raise TooLittleData(
             f"--batch_size={config.batch_size} exceeds the {pairs:,} training pairs ({where}); "
-            f"use --batch_size={min(pairs, 256) if pairs >= 1 else 1} or less"
+            f"use --batch_size={pairs} or less"
         )
     if config.num_negatives >= n_items:
         raise TooLittleData(f"--num_negatives={config.num_negatives} must be below the {n_items:,} items ({where})")
@@ -240,11 +240,9 @@ def run_started(model_dir: str) -> bool:
     )
 
 
-def _remove_run_files(model_dir: str, keep_config: bool = False) -> None:
+def _remove_run_files(model_dir: str) -> None:
     for name in RUN_FILES:
         p = os.path.join(model_dir, name)
-        if name == "config.json" and keep_config:
-            continue
         if os.path.isdir(p):
             shutil.rmtree(p)
         elif os.path.exists(p):
