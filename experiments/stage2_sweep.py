@@ -443,6 +443,7 @@ def parse_args(argv=None):
     p.add_argument("--out_dir", default=os.path.join(ROOT, "experiments", "results", "stage2_sweep"))
     p.add_argument("--runs_dir", default=os.path.join(ROOT, "experiments", "runs", "stage2_sweep"))
     p.add_argument("--dry_run", action="store_true", help="print the planned runs and exit")
+    p.add_argument("--report", action="store_true", help="only rewrite sweep.md and the plot from results.csv")
     args = p.parse_args(argv)
     args.datasets = [d for d in args.datasets.split(",") if d]
     unknown = [d for d in args.datasets if d not in DATASETS]
@@ -473,6 +474,16 @@ def main(argv=None) -> int:
         for r in curve:
             print(f"  curve  {r.dataset:12s} {r.name}")
         print(f"  around: {around_count} runs at the λ chosen on the curve's validation results")
+        return 0
+    if args.report:
+        import pandas as pd
+
+        sweep = Sweep(args)
+        csv_path = os.path.join(args.out_dir, "results.csv")
+        sweep.rows = pd.read_csv(csv_path, keep_default_na=False).to_dict("records")
+        chosen, scores = choose_cap(sweep.rows, args.caps, args.tolerance)
+        sweep.write_outputs(chosen, scores)
+        print(f"λ = {cap_label(chosen)}; rewrote sweep.md and lambda_curve.png from {csv_path}")
         return 0
     from cml_tf.io import write_text_atomic
 
