@@ -35,7 +35,7 @@ DEFAULT_MEMORY_BYTES = 256 << 20
 FAISS_INSTALL_HINT = "faiss is not installed; install the extra: pip install 'cml_tf[ann]' (or pip install faiss-cpu)"
 
 # Tuned on synthetic clustered tables (experiments/bench_retrieval.py, experiments/BENCHMARKS.md).
-HNSW_DEFAULTS = {"hnsw_m": 32, "ef_construction": 80, "ef_search": 128}
+HNSW_DEFAULTS = {"hnsw_m": 32, "ef_construction": 64, "ef_search": 128}
 IVF_DEFAULTS = {"nlist": None, "nprobe": None}  # None: nlist = 4 sqrt(n) (at most n / 39), nprobe = nlist / 32
 IVF_TRAIN_PER_LIST = 64  # k-means training points per list (faiss warns below 39); 10 iterations
 
@@ -306,6 +306,12 @@ class FaissIndex:
         n = queries.shape[0]
         exclude = _check_exclude(exclude, n, self.n_items)
         counts = np.diff(exclude.indptr) if exclude is not None else np.zeros(n, np.int64)
+        # queries with similar exclusion counts go together, so one heavy user does not raise the whole block's
+        # over-fetch; results are written back in the original order
+        order = np.argsort(counts, kind="stable")
+        queries, counts = queries[order], counts[order]
+        if exclude is not None:
+            exclude = exclude[order]
         out_scores = np.full((n, k), -np.inf, np.float32)
         out_items = np.full((n, k), -1, np.int64)
         start = 0
@@ -313,7 +319,7 @@ class FaissIndex:
             # over-fetch k + the batch's largest exclusion, in batches whose candidate block fits the memory bound
             fetch = min(self.n_items, k + int(counts[start]))
             stop = start + 1
-            while stop < n and stop - start < 4096:
+            while stop < n and stop - start < 1024:
                 wider = min(self.n_items, max(fetch, k + int(counts[stop])))
                 if (stop + 1 - start) * wider * (self.dim + 4) * 4 > self.memory_bytes:
                     break
@@ -321,7 +327,9 @@ class FaissIndex:
             block = exclude[start:stop] if exclude is not None else None
             self._search_block(queries[start:stop], k, fetch, block, out_scores[start:stop], out_items[start:stop])
             start = stop
-        return out_scores, out_items
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(n)
+        return out_scores[inverse], out_items[inverse]
 
     def _search_block(self, queries, k, fetch, exclude, out_scores, out_items):
         if self.kind == "hnsw":
