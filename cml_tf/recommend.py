@@ -180,7 +180,9 @@ def _title(rec: Recommender, ranked: Ranked, kind: str, include_seen: bool) -> s
         name = rec.names[row] if rec.names is not None and rec.names[row] else None
         return f"items nearest to item {ranked.query}" + (f" ({name})" if name else "")
     title = f"user {ranked.query}"
-    if not include_seen and rec.seen is not None:
+    if include_seen:
+        title += " (seen items included)"
+    elif rec.seen is not None:
         row = rec.users.row(ranked.query)
         n_seen = int(rec.seen.indptr[row + 1] - rec.seen.indptr[row])
         title += f" ({n_seen:,} seen items excluded)"
@@ -205,6 +207,7 @@ def run_query(rec: Recommender, query: str, stream) -> int:
                 n += 1
         return n
     if query == "--similar_to":
+        rec.items.rows([FLAGS.similar_to], source="--similar_to")  # names the flag of an unknown id
         results = [rec.similar_items(FLAGS.similar_to, FLAGS.k)]
     else:
         if query == "--users":

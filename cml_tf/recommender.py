@@ -57,7 +57,7 @@ class RecommendError(ValueError):
     """Input that cannot be served: an unknown id, an unfinished run, a bad k. The message is one line."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Ranked:
     """The top items for one query (a user, or an item for similar items), best first.
 
@@ -123,7 +123,7 @@ class IdMap:
             where = f" ({source})" if source else ""
             raise RecommendError(
                 f"unknown {self.what} id{plural} {_fmt_ids(unknown)}{where}: not among the run's "
-                f"{len(self):,} {self.what}s (ids are the data set's own, e.g. {self.strings[0]!r})"
+                f"{len(self):,} {self.what}s (ids are the data set's own, e.g. {str(self.strings[0])!r})"
             )
         return np.asarray(rows, dtype=np.int64)
 

@@ -98,7 +98,7 @@ def test_all_users_streams_every_user_to_a_file(run, tmp_path):
     "args, message",
     [
         (["--users=ann,zed"], "unknown user id 'zed' (--users): not among the run's 4 users"),
-        (["--similar_to=i99"], "unknown item id 'i99'"),
+        (["--similar_to=i99"], "unknown item id 'i99' (--similar_to)"),
         (["--users=ann", "--k=0"], "--k must be a positive integer, got 0"),
         (["--users=ann", "--k=9"], "--k=9 exceeds the catalogue (8 items)"),
         (["--similar_to=i1", "--k=8"], "--k=8 exceeds the catalogue less the item itself (7 items)"),
