@@ -84,11 +84,12 @@ def _serving_module(rec: Recommender, k: int, memory_bytes: int):
 
             Returns ([n, k] scores, [n, k] int32 item rows), computed in blocks of ``self.block`` queries."""
             n = tf.shape(queries)[0]
-            pad = (-n) % self.block
+            size = tf.minimum(self.block, tf.maximum(n, 1))  # a small request is one small block
+            blocks = tf.maximum(1, (n + size - 1) // size)  # at least one (padded) block: map_fn needs an element
+            pad = blocks * size - n
             q = tf.pad(queries, [[0, pad], [0, 0]])
             ranges = tf.pad(exclude_ranges, [[0, pad], [0, 0]])
             single = tf.pad(exclude_single, [[0, pad]], constant_values=-1)
-            blocks = (n + pad) // self.block
 
             def one_block(args):
                 qb, rb, sb = args  # [B, d], [B, 2], [B]
@@ -97,7 +98,7 @@ def _serving_module(rec: Recommender, k: int, memory_bytes: int):
                 cols = tf.gather(self.seen_indices, spans.flat_values)
                 rows = spans.value_rowids()
                 has_single = sb >= 0
-                rows = tf.concat([rows, tf.boolean_mask(tf.range(self.block, dtype=tf.int64), has_single)], 0)
+                rows = tf.concat([rows, tf.boolean_mask(tf.range(tf.shape(sb)[0], dtype=tf.int64), has_single)], 0)
                 cols = tf.concat([cols, tf.boolean_mask(sb, has_single)], 0)
                 scores = tf.tensor_scatter_nd_update(
                     scores, tf.stack([rows, cols], axis=1), tf.fill(tf.shape(rows), float("-inf"))
@@ -109,9 +110,9 @@ def _serving_module(rec: Recommender, k: int, memory_bytes: int):
             values, top = tf.map_fn(
                 one_block,
                 (
-                    tf.reshape(q, [blocks, self.block, d]),
-                    tf.reshape(ranges, [blocks, self.block, 2]),
-                    tf.reshape(single, [blocks, self.block]),
+                    tf.reshape(q, [blocks, size, d]),
+                    tf.reshape(ranges, [blocks, size, 2]),
+                    tf.reshape(single, [blocks, size]),
                 ),
                 fn_output_signature=(tf.float32, tf.int32),
                 parallel_iterations=1,
