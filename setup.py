@@ -30,10 +30,19 @@ setup(
             "ipykernel>=6",
             "matplotlib>=3.7",
             "implicit>=0.7",  # the Table 2 runner's ALS / BPR baselines, exercised by tests/test_experiments.py
+            "faiss-cpu>=1.7",  # approximate retrieval (the ann extra); its tests skip without it
         ],
         "notebooks": ["jupyter", "nbclient>=0.9", "nbformat>=5.9", "ipykernel>=6", "matplotlib>=3.7"],
         "baselines": ["implicit>=0.7"],
+        "ann": ["faiss-cpu>=1.7"],  # python -m cml_tf.recommend --index=hnsw|ivf
     },
-    entry_points={"console_scripts": ["cml-tf-train=cml_tf.train:run", "cml-tf-stats=cml_tf.stats:run"]},
+    entry_points={
+        "console_scripts": [
+            "cml-tf-train=cml_tf.train:run",
+            "cml-tf-stats=cml_tf.stats:run",
+            "cml-tf-recommend=cml_tf.recommend:run",
+            "cml-tf-export=cml_tf.export:run",
+        ]
+    },
     license="Apache-2.0",
 )
