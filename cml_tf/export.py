@@ -4,6 +4,7 @@ Flags: ``--k`` (items per user, fixed in the SavedModel; default 10), ``--seen``
 ``--overwrite``, ``--memory_mb``. The SavedModel, its signatures (``serving_default``: user ids -> ``items``,
 ``scores``, ``known``; ``similar_items``) and what unknown ids return are described in `cml_tf.serving`. It loads
 with ``tf.saved_model.load`` in a process without cml_tf. Bad input: one line ``error: ...``, exit code 1.
+TensorFlow's start-up lines are hidden unless ``-v 1``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 import sys
 
 from absl import app, flags
-from absl import logging as absl_logging
 
+from cml_tf import console
 from cml_tf.interactions import DataError
 from cml_tf.recommender import SEEN_CHOICES, Recommender, RecommendError
 from cml_tf.serving import export_saved_model
@@ -39,7 +40,8 @@ def _fail(message: str) -> None:
 def main(argv) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}; expected only --flags")
-    absl_logging.set_verbosity(absl_logging.WARNING)
+    verbose = FLAGS.verbosity >= 1
+    console.setup_logging(verbose)
     try:
         if not FLAGS.model_dir:
             raise RecommendError("--model_dir is required (a run directory of python -m cml_tf.train)")
@@ -50,6 +52,11 @@ def main(argv) -> None:
         if FLAGS.memory_mb < 1:
             raise RecommendError(f"--memory_mb must be positive, got {FLAGS.memory_mb}")
         rec = Recommender.from_run(FLAGS.model_dir, seen=FLAGS.seen, data_path=FLAGS.data_path)
+        if FLAGS.k > rec.n_items - 1:
+            raise RecommendError(
+                f"--k={FLAGS.k} exceeds the catalogue less the queried item ({rec.n_items - 1:,} items)"
+            )
+        console.import_tensorflow(verbose)  # quiet start-up lines; only once the input is known to be good
         export_saved_model(
             rec,
             FLAGS.export_dir,

@@ -18,7 +18,8 @@ Formats: ``table`` (readable, with item names where the data set has them), ``cs
 Lines: one object per user, ``{"user", "items", "scores"[, "names"]}``; ``{"item", "items", "scores"[, "names"]}``
 for ``--similar_to``). ``--output`` writes to a file (atomically: a temporary file renamed at the end); ``--all_users``
 streams every user's top k in blocks of users, so memory stays bounded (``--memory_mb``) whatever the catalogue.
-Bad input (unknown id, unfinished run, bad k, missing faiss): one line ``error: ...`` on stderr, exit code 1.
+Bad input (unknown id, unfinished run, bad k, missing faiss): one line ``error: ...`` on stderr, exit code 1, before
+TensorFlow is imported. TensorFlow's start-up lines are hidden unless ``-v 1``.
 """
 
 from __future__ import annotations
@@ -34,9 +35,8 @@ import sys
 import tempfile
 
 from absl import app, flags
-from absl import logging as absl_logging
 
-from cml_tf import retrieval
+from cml_tf import console, retrieval
 from cml_tf.interactions import DataError
 from cml_tf.recommender import SEEN_CHOICES, Ranked, Recommender, RecommendError
 
@@ -189,7 +189,25 @@ def _title(rec: Recommender, ranked: Ranked, kind: str, include_seen: bool) -> s
     return title
 
 
-def run_query(rec: Recommender, query: str, stream) -> int:
+def query_ids(rec: Recommender, query: str) -> list[str] | None:
+    """The asked user ids (or the item id of --similar_to), checked against the run, and k checked against the
+    catalogue, before any scoring: RecommendError naming the flag. None for --all_users."""
+    if query == "--all_users":
+        ids = None
+    elif query == "--similar_to":
+        ids = [FLAGS.similar_to.strip()]
+        rec.items.rows(ids, source="--similar_to")
+    else:
+        ids = [u.strip() for u in FLAGS.users if u.strip()] if query == "--users" else read_users_file(FLAGS.users_file)
+        rec.users.rows(ids, source=query)
+    limit = rec.n_items - 1 if query == "--similar_to" else rec.n_items
+    if FLAGS.k > limit:
+        what = "catalogue less the item itself" if query == "--similar_to" else "catalogue"
+        raise RecommendError(f"--k={FLAGS.k} exceeds the {what} ({limit:,} items)")
+    return ids
+
+
+def run_query(rec: Recommender, query: str, ids: list[str] | None, stream) -> int:
     """Writes the asked recommendations to ``stream``; returns the number of queries written."""
     kind = "item" if query == "--similar_to" else "user"
     writer = Writer(stream, FLAGS.format, kind, rec.names is not None)
@@ -207,15 +225,9 @@ def run_query(rec: Recommender, query: str, stream) -> int:
                 n += 1
         return n
     if query == "--similar_to":
-        rec.items.rows([FLAGS.similar_to], source="--similar_to")  # names the flag of an unknown id
-        results = [rec.similar_items(FLAGS.similar_to, FLAGS.k)]
+        results = [rec.similar_items(ids[0], FLAGS.k)]
     else:
-        if query == "--users":
-            users = [u.strip() for u in FLAGS.users if u.strip()]
-        else:
-            users = read_users_file(FLAGS.users_file)
-        rec.users.rows(users, source=query)  # names the flag of an unknown id
-        results = rec.recommend(users, FLAGS.k, include_seen=FLAGS.include_seen)
+        results = rec.recommend(ids, FLAGS.k, include_seen=FLAGS.include_seen)
     writer.header()
     for ranked in results:
         writer.write(ranked, _title(rec, ranked, kind, FLAGS.include_seen))
@@ -225,7 +237,8 @@ def run_query(rec: Recommender, query: str, stream) -> int:
 def main(argv) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}; expected only --flags")
-    absl_logging.set_verbosity(absl_logging.WARNING)  # e.g. the data loader's "loaded from cache" line
+    verbose = FLAGS.verbosity >= 1
+    console.setup_logging(verbose)
     try:
         query = _check_flags()
         rec = Recommender.from_run(
@@ -237,12 +250,14 @@ def main(argv) -> None:
             item_names=FLAGS.item_names,
             memory_bytes=FLAGS.memory_mb << 20,
         )
+        ids = query_ids(rec, query)
+        console.import_tensorflow(verbose)  # quiet start-up lines; only once the input is known to be good
         if FLAGS.output:
             directory = os.path.dirname(os.path.abspath(FLAGS.output))
             fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(FLAGS.output) + ".")
             try:
                 with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-                    n = run_query(rec, query, f)
+                    n = run_query(rec, query, ids, f)
                 os.replace(tmp, FLAGS.output)
             finally:
                 if os.path.exists(tmp):
@@ -250,7 +265,7 @@ def main(argv) -> None:
             what = "item" if query == "--similar_to" else "user"
             print(f"wrote the top {FLAGS.k} of {n:,} {what}(s) to {FLAGS.output}", file=sys.stderr)
         else:
-            run_query(rec, query, sys.stdout)
+            run_query(rec, query, ids, sys.stdout)
     except (RecommendError, retrieval.RetrievalError, DataError) as e:
         _fail(str(e))
 

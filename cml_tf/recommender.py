@@ -17,12 +17,14 @@ the model's geometry (higher is closer; 0 is the best possible, -4 the worst on 
 selected on; the test fold's masking in ``results.json`` excludes the same items). They are excluded by default
 (``include_seen=True`` keeps them); ``seen="all"`` also excludes the test fold, i.e. every interaction in the data
 set, for a deployed model. The run directory does not store the split; it is rebuilt from ``config.json`` (the
-loader and the split are deterministic) the first time it is needed, checked against the run's saved id arrays, and
-kept in ``embeddings/seen.npz`` beside the embeddings (removed with them by ``--overwrite``; tagged with a
-fingerprint of the config and the ids, and rebuilt when it does not match). After that the raw data is no longer
-needed, except for item names. A relative ``data_path`` in the config is tried from the current directory, then
-from every directory above the run directory (a run trained from the project root with ``../shared/data/...`` is
-found from anywhere); ``data_path=`` overrides it.
+loader and the split are deterministic) the first time it is needed and checked twice: the ids must equal the
+run's saved id arrays, and the rebuilt split must reproduce ``results.json``'s test NDCG@k from the saved
+embeddings (which catches data, or cml_tf split code, that changed since training). It is then kept in
+``embeddings/seen.npz`` (removed with the embeddings by ``--overwrite``; tagged with a fingerprint of the config and
+the ids, and rebuilt when that does not match), so the raw data is needed again only for item names. A relative
+``data_path`` in the config is tried from the current directory, then from every directory above the run directory
+(a run trained from the project root with ``../shared/data/...`` is found from anywhere); ``data_path=`` overrides
+it. Config keys this version of cml_tf does not know are ignored (the check above guards the split).
 
 **Item names**: MovieLens titles from ``u.item`` (ml-100k, latin-1), ``movies.dat`` (ml-1m / 10m) or
 ``movies.csv`` (ml-20m and later) beside the ratings file, or any ``item_names=`` file of ``id<TAB>name`` lines
@@ -147,10 +149,19 @@ def check_run(model_dir: str) -> None:
 
 
 def _load_config(model_dir: str):
+    """The run's `Config`. Keys this version does not know (a run trained by another cml_tf version) are dropped:
+    only the data and split keys matter here, and the rebuilt split is checked against the run's own test metrics
+    (see `load_seen`)."""
+    import json as _json
+
     from cml_tf.config import Config
 
+    path = os.path.join(model_dir, "config.json")
     try:
-        return Config.load(os.path.join(model_dir, "config.json"))
+        with open(path, encoding="utf-8") as f:
+            saved = _json.load(f)
+        known = {f.name for f in dataclasses.fields(Config)}
+        return Config.from_dict({k: v for k, v in saved.items() if k in known})
     except (OSError, ValueError, TypeError) as e:
         raise RecommendError(f"--model_dir={model_dir}: unreadable config.json ({e})") from e
 
@@ -221,6 +232,7 @@ def load_seen(
     seen = {"train": (split.train + split.valid).tocsr(), "all": interactions.matrix}
     for m in seen.values():
         m.sort_indices()
+    check_split(model_dir, config, seen["train"], split.test)
     if cache:
         from cml_tf.interactions import save_npz_atomic
 
@@ -233,6 +245,35 @@ def load_seen(
         except OSError:
             pass
     return seen
+
+
+def check_split(model_dir: str, config, seen: sp.csr_matrix, test: sp.csr_matrix, tolerance: float = 1e-4) -> None:
+    """Raises RecommendError unless the rebuilt split reproduces the run's test NDCG@k (``results.json``).
+
+    The test metrics of a finished run were computed from its best embeddings with exactly these seen items masked
+    and these test items held out; a split rebuilt from other data, or by code whose split changed since training
+    (a different seed, say), gives other figures. Skipped when ``results.json`` has no ``ndcg@k``.
+    """
+    from cml_tf.evaluation import Evaluator
+
+    key = f"ndcg@{config.k}"
+    try:
+        with open(os.path.join(model_dir, "results.json"), encoding="utf-8") as f:
+            expected = json.load(f).get(key)
+    except (OSError, ValueError):
+        expected = None
+    if expected is None or test.nnz == 0:
+        return
+    emb = os.path.join(model_dir, "embeddings")
+    users = np.load(os.path.join(emb, "user_embeddings.npy"), allow_pickle=False)
+    items = np.load(os.path.join(emb, "item_embeddings.npy"), allow_pickle=False)
+    got = Evaluator(seen, test, k=config.k).evaluate(users, items)[key]
+    if not abs(got - expected) <= tolerance:
+        raise RecommendError(
+            f"--model_dir={model_dir}: the split rebuilt from config.json does not reproduce the run's test "
+            f"{key.upper()} ({expected:.4f} in results.json, {got:.4f} rebuilt): the data or cml_tf's split changed "
+            "since training, so its seen items are unknown; retrain the run, or pass --include_seen"
+        )
 
 
 # ------------------------------------------------------------------------------------------------- item names

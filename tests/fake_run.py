@@ -16,6 +16,7 @@ import numpy as np
 
 from cml_tf import training
 from cml_tf.config import Config
+from cml_tf.evaluation import Evaluator
 from cml_tf.io import save_npy_atomic, write_json_atomic
 
 PAIRS = [
@@ -53,9 +54,12 @@ def make_run(root, name: str = "run", finished: bool = True) -> tuple[str, Confi
     save_npy_atomic(os.path.join(emb, "item_embeddings.npy"), circle([item_angle(i) for i in interactions.item_ids]))
     save_npy_atomic(os.path.join(emb, "user_ids.npy"), interactions.user_ids)
     save_npy_atomic(os.path.join(emb, "item_ids.npy"), interactions.item_ids)
-    if finished:
+    if finished:  # the test metrics training would have written (recommend checks its rebuilt split against them)
+        _, split = training.load_data(config, use_cache=False)
+        evaluator = Evaluator((split.train + split.valid).tocsr(), split.test, k=config.k)
+        users, items = (np.load(os.path.join(emb, f"{t}_embeddings.npy")) for t in ("user", "item"))
         with open(os.path.join(model_dir, "results.json"), "w", encoding="utf-8") as f:
-            json.dump({"ndcg@50": 0.0}, f)
+            json.dump({"ndcg@50": evaluator.evaluate(users, items)["ndcg@50"]}, f)
     return model_dir, config
 
 

@@ -163,6 +163,30 @@ def test_data_that_no_longer_matches_the_run_is_refused(tmp_path):
         Recommender.from_run(model_dir).recommend("ann", k=2)
 
 
+def test_a_split_that_does_not_reproduce_the_runs_test_metrics_is_refused(tmp_path):
+    model_dir, _ = fake_run.make_run(tmp_path, "drift")
+    path = os.path.join(model_dir, "results.json")
+    with open(path, encoding="utf-8") as f:
+        results = json.load(f)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({**results, "ndcg@50": results["ndcg@50"] + 0.01}, f)  # as if the split code had changed
+    with pytest.raises(RecommendError, match=r"does not reproduce the run's test NDCG@50"):
+        Recommender.from_run(model_dir).recommend("ann", k=2)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(results, f)
+    assert Recommender.from_run(model_dir).recommend("ann", k=2)[0].items
+
+
+def test_config_keys_of_another_version_are_ignored(tmp_path):
+    model_dir, _ = fake_run.make_run(tmp_path, "older")
+    path = os.path.join(model_dir, "config.json")
+    with open(path, encoding="utf-8") as f:
+        saved = json.load(f)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump({**saved, "stage2_max_logit": None}, f)  # a key an earlier cml_tf wrote
+    assert Recommender.from_run(model_dir).recommend("cy", k=1)[0].items == ("i1",)
+
+
 def test_relative_data_path_is_found_from_above_the_run_directory(tmp_path, monkeypatch):
     project = tmp_path / "project"
     (project / "runs").mkdir(parents=True)
