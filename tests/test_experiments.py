@@ -211,13 +211,36 @@ def sp_csr(dense):
     return sp.csr_matrix(dense)
 
 
+@pytest.mark.parametrize("shape", [(30, 80), (80, 30)])
+def test_ease_dual_scores_equal_the_primal_form(shape):
+    from experiments import baselines
+
+    rng = np.random.default_rng(shape)
+    dense = (rng.random(shape) < 0.2).astype(np.float32)
+    dense[0] = 0.0  # a user without items
+    dense[:, 1] = 0.0  # an item without users
+    x = sp_csr(dense)
+    for lam in (0.5, 10.0, 500.0):
+        want = np.asarray(x @ baselines.fit_ease(x, lam))
+        np.testing.assert_allclose(baselines.fit_ease_scores(x, lam), want, atol=1e-5)
+    fitted = baselines.fit("ease", x, {"l2": 10.0}, factors=8, seed=0)
+    assert fitted[0] == ("user_scores" if shape[0] < shape[1] else "item_item")
+    users = np.array([3, 0, 7])
+    want = np.asarray(x @ baselines.fit_ease(x, 10.0))[users]
+    np.testing.assert_allclose(baselines.score_function(fitted)(users), want, atol=1e-5)
+
+
 def test_ease_refuses_naming_the_memory_it_would_need():
     from experiments import baselines
 
     x = sp_csr(np.eye(2000, dtype=np.float32))
     with pytest.raises(baselines.BaselineError, match=r"2,000 x 2,000 item matrices need 0\.0 GiB, more than"):
         baselines.fit_ease(x, 10.0, max_bytes=1_000_000)
-    assert baselines.ease_memory_bytes(25_975) == 3 * 4 * 25_975**2  # citeulike-t: 8.1 GB
+    with pytest.raises(baselines.BaselineError, match=r"2,000 x 2,000 user matrices need 0\.1 GiB, more than"):
+        baselines.fit_ease_scores(x, 10.0, max_bytes=1_000_000)
+    assert baselines.ease_memory_bytes(25_975) == 3 * 4 * 25_975**2  # citeulike-t, primal: 8.1 GB
+    # citeulike-t's 7,947 users: the dual needs 3.5 GB
+    assert baselines.ease_memory_bytes(25_975, 7_947) == 16 * 7_947**2 + 12 * 7_947 * 25_975
 
 
 def test_ease_baseline_is_tuned_on_validation_and_beats_popularity(tmp_path):
@@ -247,3 +270,55 @@ def test_table2_paper_2stage_cell_is_the_uncapped_weighting():
     configs = {c.sampler: table2.cell_config(settings, c, 0, 1000) for c in settings.cells}
     assert configs["2stage-paper"].sampler == "2stage" and configs["2stage-paper"].stage2_weight_cap is None
     assert configs["2stage"].stage2_weight_cap == Config().stage2_weight_cap
+
+
+def test_best_cml_flags_are_checked_and_the_table_reads_table2(tmp_path, capsys):
+    import pandas as pd
+
+    from experiments import best_cml
+
+    with pytest.raises(SystemExit):
+        best_cml.parse_args(["--candidates=nope"])
+    assert "--candidates: unknown ['nope']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        best_cml.parse_args(["--folds=0,4"])
+    assert "--folds: each fold must be in 0..3" in capsys.readouterr().err
+
+    def result(ndcg, seconds):
+        return {
+            "ndcg@50": ndcg,
+            "map@50": ndcg / 2,
+            "recall@50": 2 * ndcg,
+            "mmr": 9.0,
+            "train_seconds": seconds,
+            "pairs_per_sec": 1000.0,
+            "valid": {"ndcg@50": ndcg, "map@50": 0, "recall@50": 0, "mmr": 8.0},
+        }
+
+    screen = [
+        best_cml.row("screen", "uniform-n5-lr1e-4", 0, 512, result(0.05, 10)),
+        best_cml.row("screen", "uniform-n5-lr1e-3", 0, 512, result(0.07, 12)),
+    ]
+    final = [best_cml.row("final", "uniform-n5-lr1e-3", f, 1024, result(0.10 + 0.02 * f, 60)) for f in (0, 1)]
+    t2 = tmp_path / "results.csv"
+    pd.DataFrame(
+        [
+            {
+                "method": "als",
+                "sampler": "",
+                "batch_size": "",
+                "num_negatives": "",
+                "fold": f,
+                "ndcg@50": 0.15,
+                "map@50": 0.07,
+                "recall@50": 0.26,
+                "mmr": 13.0,
+                "train_seconds": 4.0,
+            }
+            for f in (0, 1, 2)
+        ]
+    ).to_csv(t2, index=False)
+    md = best_cml.markdown(screen, final, str(t2), [0, 1], "uniform-n5-lr1e-3")
+    assert "| uniform-n5-lr1e-3 **(chosen)** | 512 | 7.00 |" in md
+    assert "| **best CML** (uniform-n5-lr1e-3, 1,024 pairs) | 11.00 ± 1.41 |" in md
+    assert "| ALS (implicit, tuned) | 15.00 ± 0.00 |" in md  # only the final runs' folds 0 and 1
