@@ -222,7 +222,7 @@ def test_ease_dual_scores_equal_the_primal_form(shape):
     x = sp_csr(dense)
     for lam in (0.5, 10.0, 500.0):
         want = np.asarray(x @ baselines.fit_ease(x, lam))
-        np.testing.assert_allclose(baselines.fit_ease_scores(x, lam), want, atol=1e-5)
+        np.testing.assert_allclose(baselines.fit_ease_scores(x, lam), want, atol=1e-4)  # float32
     fitted = baselines.fit("ease", x, {"l2": 10.0}, factors=8, seed=0)
     assert fitted[0] == ("user_scores" if shape[0] < shape[1] else "item_item")
     users = np.array([3, 0, 7])
@@ -239,8 +239,8 @@ def test_ease_refuses_naming_the_memory_it_would_need():
     with pytest.raises(baselines.BaselineError, match=r"2,000 x 2,000 user matrices need 0\.1 GiB, more than"):
         baselines.fit_ease_scores(x, 10.0, max_bytes=1_000_000)
     assert baselines.ease_memory_bytes(25_975) == 3 * 4 * 25_975**2  # citeulike-t, primal: 8.1 GB
-    # citeulike-t's 7,947 users: the dual needs 3.5 GB
-    assert baselines.ease_memory_bytes(25_975, 7_947) == 16 * 7_947**2 + 12 * 7_947 * 25_975
+    # citeulike-t's 7,947 users: the dual needs 3.0 GB
+    assert baselines.ease_memory_bytes(25_975, 7_947) == 8 * 7_947**2 + 12 * 7_947 * 25_975
 
 
 def test_ease_baseline_is_tuned_on_validation_and_beats_popularity(tmp_path):
@@ -249,10 +249,12 @@ def test_ease_baseline_is_tuned_on_validation_and_beats_popularity(tmp_path):
     from experiments import baselines
 
     split = kfold_split(synthetic.generate(200, 300, 5000).matrix, num_folds=2, fold=0)
-    ease = baselines.run_baseline("ease", split, str(tmp_path / "ease"), config={"fold": 0}, trials=3)
+    ease = baselines.run_baseline("ease", split, str(tmp_path / "ease"), config={"fold": 0}, trials=6)
     pop = baselines.run_baseline("popularity", split, str(tmp_path / "pop"), config={"fold": 0})
     scores = [t["valid"]["ndcg@50"] for t in ease["trials"]]
-    assert ease["trials"][0]["params"] == {"l2": 500.0} and len(scores) == 3
+    # one hyper-parameter: at most MAX_TRIALS["ease"] = 4 draws; the chosen trial is the final model
+    assert ease["trials"][0]["params"] == {"l2": 500.0} and len(scores) == 4 and ease["budget"] == 4
+    assert ease["train_seconds"] == ease["trials"][int(np.argmax(scores))]["fit_seconds"]
     assert ease["params"] == ease["trials"][int(np.argmax(scores))]["params"]
     assert ease["ndcg@50"] > 1.2 * pop["ndcg@50"], (ease["ndcg@50"], pop["ndcg@50"])
 
