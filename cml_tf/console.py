@@ -58,3 +58,22 @@ def import_tensorflow(verbose: bool = False):
         os.close(saved)
         os.close(devnull)
     return tensorflow
+
+
+def fail(message: str) -> None:
+    """Ends a command with one line ``error: <message>`` (whitespace collapsed) on stderr and exit code 1."""
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    sys.exit(1)
+
+
+def run_command(main, flag_values) -> None:
+    """``absl.app.run(main)`` with a bad flag reported by `fail` (one line, exit code 1) instead of absl's usage."""
+    from absl import app, flags
+
+    def parse(argv):
+        try:
+            return flag_values(argv)
+        except flags.Error as e:
+            fail(str(e))
+
+    app.run(main, flags_parser=parse)

@@ -13,9 +13,8 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported: no C++ INFO lines
 
-import sys
 
-from absl import app, flags
+from absl import flags
 
 from cml_tf import console
 from cml_tf.interactions import DataError
@@ -33,8 +32,7 @@ FLAGS = flags.FLAGS
 
 
 def _fail(message: str) -> None:
-    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
-    sys.exit(1)
+    console.fail(message)
 
 
 def main(argv) -> None:
@@ -73,15 +71,8 @@ def main(argv) -> None:
     )
 
 
-def _parse_flags(argv):
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        _fail(str(e))
-
-
 def run() -> None:
-    app.run(main, flags_parser=_parse_flags)
+    console.run_command(main, FLAGS)
 
 
 if __name__ == "__main__":

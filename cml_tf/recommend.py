@@ -34,7 +34,7 @@ import math
 import sys
 import tempfile
 
-from absl import app, flags
+from absl import flags
 
 from cml_tf import console, retrieval
 from cml_tf.interactions import DataError
@@ -67,8 +67,7 @@ NAME_WIDTH = 60
 
 
 def _fail(message: str) -> None:
-    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
-    sys.exit(1)
+    console.fail(message)
 
 
 def _score(x: float) -> float | None:
@@ -270,16 +269,8 @@ def main(argv) -> None:
         _fail(str(e))
 
 
-def _parse_flags(argv):
-    """absl flag parsing with a one-line error and exit code 1 on a bad flag."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        _fail(str(e))
-
-
 def run() -> None:
-    app.run(main, flags_parser=_parse_flags)
+    console.run_command(main, FLAGS)
 
 
 if __name__ == "__main__":

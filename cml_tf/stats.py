@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from cml_tf import console, data_flags
 from cml_tf.interactions import DataError
@@ -26,8 +26,7 @@ FLAGS = flags.FLAGS
 
 
 def _fail(message: str) -> None:
-    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
-    sys.exit(1)
+    console.fail(message)
 
 
 def format_table(name: str, stats: dict) -> str:
@@ -55,16 +54,8 @@ def main(argv) -> None:
         print(format_table(FLAGS.dataset, stats))
 
 
-def _parse_flags(argv):
-    """absl flag parsing with a one-line error and exit code 1 on a bad flag."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        _fail(str(e))
-
-
 def run() -> None:
-    app.run(main, flags_parser=_parse_flags)
+    console.run_command(main, FLAGS)
 
 
 if __name__ == "__main__":
