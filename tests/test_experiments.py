@@ -320,7 +320,9 @@ def test_best_cml_flags_are_checked_and_the_table_reads_table2(tmp_path, capsys)
             for f in (0, 1, 2)
         ]
     ).to_csv(t2, index=False)
-    md = best_cml.markdown(screen, final, str(t2), [0, 1], "uniform-n5-lr1e-3")
-    assert "| uniform-n5-lr1e-3 **(chosen)** | 512 | 7.00 |" in md
+    timed = [best_cml.row("timed", r["candidate"], 0, 1024, result(r["valid_ndcg@50"] + 0.01, 50)) for r in screen]
+    md = best_cml.markdown(screen, timed, final, str(t2), [0, 1], "uniform-n5-lr1e-3")
+    assert "| uniform-n5-lr1e-3 | 512 | 7.00 |" in md
+    assert "| uniform-n5-lr1e-3 **(chosen)** | 1,024 | 8.00 |" in md
     assert "| **best CML** (uniform-n5-lr1e-3, 1,024 pairs) | 11.00 ± 1.41 |" in md
     assert "| ALS (implicit, tuned) | 15.00 ± 0.00 |" in md  # only the final runs' folds 0 and 1
