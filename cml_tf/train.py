@@ -106,7 +106,11 @@ flags.DEFINE_float(
     None,
     "Std of the normal embedding initialiser (default 1e-3 on the sphere, 1/sqrt(d) in the ball; see README).",
 )
-flags.DEFINE_string("features", None, "CML+F item features: 'tags' (citeulike-t tag-item.dat beside users.dat).")
+flags.DEFINE_string(
+    "features",
+    None,
+    "CML+F item features: 'tags' (citeulike-t tag-item.dat beside users.dat) or 'genres' (MovieLens 100K u.item).",
+)
 flags.DEFINE_integer("feature_min_count", _D.feature_min_count, "CML+F: keep tags used at least this many times.")
 flags.DEFINE_float("feature_l2_reg", _D.feature_l2_reg, "CML+F: feature loss weight.")
 flags.DEFINE_float("feature_scale", _D.feature_scale, "CML+F: projection scale (applied before the clip).")

@@ -117,6 +117,9 @@ def item_features(config: Config, interactions: Interactions):
         from cml_tf.datasets.citeulike import load_tag_features
 
         return load_tag_features(config.data_path, interactions.n_items, min_count=config.feature_min_count)
+    if config.features == "genres":
+        # MovieLens u.item's 19 genre flags (cml_tf.side_info), aligned to the interactions' items
+        return datasets.load_side_info(config.dataset, config.data_path, interactions).item_groups
     raise ValueError(f"--features: unknown features {config.features!r}")
 
 
