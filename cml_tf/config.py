@@ -135,8 +135,8 @@ class Config:
                 f"--num_negatives={self.num_negatives} exceeds --num_candidates={self.num_candidates}",
             ),
             (
-                self.sampler in ("uniform", "popular", "2stage"),
-                f"--sampler: unknown sampler {self.sampler!r}; expected one of uniform, popular, 2stage",
+                self.sampler in ("uniform", "popular", "2stage", "side_info"),
+                f"--sampler: unknown sampler {self.sampler!r}; expected one of uniform, popular, 2stage, side_info",
             ),
             (self.geometry in ("sphere", "ball"), f"--geometry: unknown {self.geometry!r}; expected sphere or ball"),
             (
@@ -175,6 +175,12 @@ class Config:
             (
                 self.features in (None, "tags", "genres"),
                 f"--features: unknown {self.features!r}; expected tags, genres or none",
+            ),
+            (
+                self.sampler != "side_info"
+                or self.dataset.lower().replace("-", "_") in ("movielens", "ml", "citeulike", "citeulike_t"),
+                f"--sampler=side_info needs item side information: --dataset=movielens (genres) or citeulike (tags), "
+                f"got --dataset={self.dataset}",
             ),
             (
                 self.features != "genres" or self.dataset.lower() in ("movielens", "ml"),

@@ -496,7 +496,10 @@ def train(
         popularity_smoothing=config.popularity_smoothing,
     )
     # a distributed 2-stage run gives every replica its own stage-1 candidate set
-    stream = TrainingStream(split.train, spec, seed=config.seed, candidate_groups=replicas)
+    groups = None
+    if config.sampler == "side_info":  # genres (MovieLens) or tags (citeulike-t): cml_tf.side_info
+        groups = datasets.load_side_info(config.dataset, config.data_path, interactions).item_groups
+    stream = TrainingStream(split.train, spec, seed=config.seed, candidate_groups=replicas, item_groups=groups)
     features = item_features(config, interactions)
 
     existed = os.path.isdir(run_dir)
