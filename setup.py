@@ -31,11 +31,9 @@ setup(
             "matplotlib>=3.7",
             "implicit>=0.7",  # the Table 2 runner's ALS / BPR baselines, exercised by tests/test_experiments.py
             "faiss-cpu>=1.7",  # approximate retrieval (the ann extra); its tests skip without it
-            "scikit-learn>=1.2",  # k-means of the clustering evaluation and of the cold-start segments
         ],
         "notebooks": ["jupyter", "nbclient>=0.9", "nbformat>=5.9", "ipykernel>=6", "matplotlib>=3.7"],
         "baselines": ["implicit>=0.7"],
-        "side_info": ["scikit-learn>=1.2", "implicit>=0.7"],  # clustering metrics; experiments.cold_start
         "ann": ["faiss-cpu>=1.7"],  # python -m cml_tf.recommend --index=hnsw|ivf
     },
     entry_points={
