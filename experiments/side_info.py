@@ -127,7 +127,8 @@ def main(argv=None) -> int:
             )
             data[ds] = training.load_data(base)
         interactions, split = data[ds]
-        run = SweepRun(ds, "side_info", sampler, seed, weight_cap=DEFAULT_STAGE2_WEIGHT_CAP)  # the default 2-stage
+        cap = DEFAULT_STAGE2_WEIGHT_CAP if sampler == "2stage" else None  # the default 2-stage (λ = 4)
+        run = SweepRun(ds, "side_info", sampler, seed, weight_cap=cap)
         config = run_config(run, args.data_root, args.pairs, interactions.n_items, args.evals)
         model_dir = os.path.join(args.runs_dir, f"pairs{args.pairs}", ds, f"{sampler}-s{seed}")
         t0 = time.perf_counter()
