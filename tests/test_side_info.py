@@ -3,6 +3,7 @@ cached without pickle; malformed files named with their line."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -192,3 +193,29 @@ def test_side_info_sampler_needs_a_data_set_with_side_info():
     Config(dataset="citeulike-t", sampler="side_info").validate()
     with pytest.raises(ValueError, match="--sampler=side_info needs item side information"):
         Config(dataset="synthetic", sampler="side_info").validate()
+
+
+def test_side_info_sampler_trains_end_to_end(tmp_path, monkeypatch):
+    from cml_tf import training
+    from cml_tf.config import Config
+
+    monkeypatch.setenv("CML_TF_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    rows = [f"{u}\t{i}\t4\t{t}" for u in range(1, 41) for t, i in enumerate(rng.choice(30, 8, replace=False) + 1)]
+    items = [f"{i}|T{i}|d||u|{_flags(i % 19, (i + 3) % 19)}" for i in range(1, 31)]
+    users = [f"{u}|30|M|writer|1" for u in range(1, 41)]
+    path = write_ml(tmp_path, users=users, items=items, data=rows)
+    config = Config(
+        dataset="movielens",
+        data_path=path,
+        sampler="side_info",
+        batch_size=32,
+        embedding_dim=8,
+        max_steps=20,
+        eval_every=10,
+        learning_rate=0.01,
+    )
+    results = training.train(config, str(tmp_path / "run"), verbose=0)
+    assert np.isfinite(results["ndcg@50"]) and results["steps"] == 20
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["sampler"] == "side_info"
