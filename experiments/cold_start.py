@@ -250,7 +250,7 @@ def plot(df, k: int, path: str) -> None:
     ax.set_ylabel(f"NDCG@{k} (%) on the rest")
     ax.set_title("MovieLens 100K, cold users (20% held out)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
