@@ -3,6 +3,7 @@
     python -m experiments.side_info                                  # ml-100k then citeulike-t, 3 seeds each
     python -m experiments.side_info --datasets=ml100k --seeds=0 --pairs=200000        # a small one
     python -m experiments.side_info --dry_run                        # list the runs
+    python -m experiments.side_info --false_negatives                # how often negatives are held-out positives
 
 The setting is the stage-2 sweep's (`experiments.stage2_sweep`: CollMetric's 3:1:1 split with its seed 1, d = 128,
 Adam lr 1e-4, batch 256, |N_ij| = 1, C = min(2000, catalog), exactly ``--pairs`` training pairs, ``--evals``
@@ -47,6 +48,9 @@ def parse_args(argv):
     p.add_argument("--runs_dir", default=os.path.join(ROOT, "experiments", "runs", "side_info"))
     p.add_argument("--out_dir", default=os.path.join(ROOT, "experiments", "results", "side_info"))
     p.add_argument("--dry_run", action="store_true")
+    p.add_argument(
+        "--false_negatives", action="store_true", help="only measure how often each sampler draws held-out positives"
+    )
     args = p.parse_args(argv)
     args.datasets = [d for d in args.datasets.split(",") if d]
     args.samplers = [s for s in args.samplers.split(",") if s]
@@ -71,6 +75,43 @@ def clustering_row(model_dir: str, data_path: str, interactions, split) -> dict:
     seen = np.flatnonzero(np.diff(split.train.tocsc().indptr) > 0)
     out = clustering.genre_clustering(vectors, side.first_group(), items=seen, seed=0)
     return {k: out[k] for k in ("ari", "ami", "knn_accuracy", "majority_rate")}
+
+
+def false_negative_rates(args, pairs: int = 50_000) -> list[str]:
+    """How often a drawn negative is a held-out (validation or test) positive of the user: uniform vs side_info,
+    one negative for each of ``pairs`` seeded training pairs per data set."""
+    import numpy as np
+    import tensorflow as tf
+
+    from cml_tf import datasets, training
+    from cml_tf import samplers as S
+    from cml_tf.config import Config
+    from experiments.stage2_sweep import DATASETS
+
+    lines = []
+    for ds in args.datasets:
+        dataset, path, options = DATASETS[ds]
+        config = Config(
+            dataset=dataset,
+            data_path=os.path.abspath(os.path.join(args.data_root, path)),
+            dataset_options=dict(options),
+            split="original",
+            split_seed=1,
+        )
+        interactions, split = training.load_data(config)
+        groups = datasets.load_side_info(dataset, config.data_path, interactions).item_groups
+        heldout = S.PositiveIndex((split.valid + split.test).tocsr())
+        u, i = split.train.nonzero()
+        pick = np.random.default_rng(0).choice(u.size, min(u.size, pairs), replace=False)
+        users, positives, seed = tf.constant(u[pick]), tf.constant(i[pick]), tf.constant([0, 1], tf.int64)
+        drawn = {
+            "uniform": S.NegativeSampler(split.train).sample(users, 1, seed),
+            "side_info": S.SideInfoSampler(split.train, groups).sample(users, positives, 1, seed),
+        }
+        for sampler, negatives in drawn.items():
+            rate = float(heldout.contains(users[:, None], negatives).numpy().mean())
+            lines.append(f"{ds} {sampler}: {rate:.4f} of {pick.size:,} negatives are held-out positives of the user")
+    return lines
 
 
 def render(df) -> str:
@@ -99,6 +140,9 @@ def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     runs = [(d, s, seed) for d in args.datasets for seed in args.seeds for s in args.samplers]
     print(f"{len(runs)} runs of {args.pairs:,} pairs: {', '.join(args.samplers)} x seeds {args.seeds}", flush=True)
+    if args.false_negatives:
+        print("\n".join(false_negative_rates(args)))
+        return 0
     if args.dry_run:
         for r in runs:
             print(*r)
