@@ -112,8 +112,11 @@ def test_regression_inputs_append_the_mean_of_the_first_items():
 def test_als_fold_in_shapes_and_empty_rows():
     implicit = pytest.importorskip("implicit.cpu.als")
     m, _ = _matrix()
+    from threadpoolctl import threadpool_limits  # implicit wants single-threaded BLAS
+
     model = implicit.AlternatingLeastSquares(factors=4, iterations=3, random_state=0, num_threads=1)
-    model.fit(m, show_progress=False)
+    with threadpool_limits(1, "blas"):
+        model.fit(m, show_progress=False)
     known = sp.csr_matrix(np.array([[1, 1, 0, 0, 0, 0, 0, 0], [0] * 8], np.float32))
     u = CS.als_fold_in(model, known)
     assert u.shape == (2, 4) and np.abs(u[1]).sum() == 0 and np.abs(u[0]).sum() > 0
