@@ -114,8 +114,8 @@ def test_als_fold_in_shapes_and_empty_rows():
     m, _ = _matrix()
     from threadpoolctl import threadpool_limits  # implicit wants single-threaded BLAS
 
-    model = implicit.AlternatingLeastSquares(factors=4, iterations=3, random_state=0, num_threads=1)
     with threadpool_limits(1, "blas"):
+        model = implicit.AlternatingLeastSquares(factors=4, iterations=3, random_state=0, num_threads=1)
         model.fit(m, show_progress=False)
     known = sp.csr_matrix(np.array([[1, 1, 0, 0, 0, 0, 0, 0], [0] * 8], np.float32))
     u = CS.als_fold_in(model, known)
