@@ -36,7 +36,7 @@ class Config:
     ``num_folds``, ``fold``, ``valid_fraction``.
     Model: ``embedding_dim``, ``geometry`` ('sphere' | 'ball'), ``margin``, ``gor_weight`` (None = the paper's value
     for ``num_negatives``), ``use_rank_weight``, ``cov_loss_weight``, ``init_stddev``, CML+F ``features``
-    ('tags' for citeulike-t) and its settings.
+    ('tags' for citeulike-t, 'genres' for MovieLens 100K's u.item) and its settings.
     Sampling: ``sampler``, ``batch_size``, ``num_negatives``, ``num_candidates``, ``beta``, ``popularity_smoothing``,
     ``stage2_weight_cap`` (λ; None = the paper's uncapped inverse density), ``stage2_cutoff`` (D_min; 0 = off),
     ``stage2_refresh_every`` (0 = current embeddings, K = a copy refreshed every K steps, -1 = never refreshed).
@@ -135,8 +135,8 @@ class Config:
                 f"--num_negatives={self.num_negatives} exceeds --num_candidates={self.num_candidates}",
             ),
             (
-                self.sampler in ("uniform", "popular", "2stage"),
-                f"--sampler: unknown sampler {self.sampler!r}; expected one of uniform, popular, 2stage",
+                self.sampler in ("uniform", "popular", "2stage", "side_info"),
+                f"--sampler: unknown sampler {self.sampler!r}; expected one of uniform, popular, 2stage, side_info",
             ),
             (self.geometry in ("sphere", "ball"), f"--geometry: unknown {self.geometry!r}; expected sphere or ball"),
             (
@@ -172,7 +172,20 @@ class Config:
             ),
             (self.feature_min_count >= 1, f"--feature_min_count must be >= 1, got {self.feature_min_count}"),
             (0 <= self.feature_dropout < 1, f"--feature_dropout must be in [0, 1), got {self.feature_dropout}"),
-            (self.features in (None, "tags"), f"--features: unknown {self.features!r}; expected tags or none"),
+            (
+                self.features in (None, "tags", "genres"),
+                f"--features: unknown {self.features!r}; expected tags, genres or none",
+            ),
+            (
+                self.sampler != "side_info"
+                or self.dataset.lower().replace("-", "_") in ("movielens", "ml", "citeulike", "citeulike_t"),
+                f"--sampler=side_info needs item side information: --dataset=movielens (genres) or citeulike (tags), "
+                f"got --dataset={self.dataset}",
+            ),
+            (
+                self.features != "genres" or self.dataset.lower() in ("movielens", "ml"),
+                f"--features=genres needs --dataset=movielens (u.item's genres), got --dataset={self.dataset}",
+            ),
             (
                 self.strategy in ("default", "mirrored", "multi_worker"),
                 f"--strategy: unknown {self.strategy!r}; expected default, mirrored or multi_worker",

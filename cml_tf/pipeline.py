@@ -4,6 +4,8 @@ An element is a dict of tensors consumed by `CML.train_step`:
 
 * every sampler: ``users`` [B] int32, ``positives`` [B] int32 — a batch of training pairs;
 * ``uniform`` / ``popular``: ``negatives`` [B, N] int32, drawn here from each user's non-positives;
+* ``side_info``: ``negatives`` [B, N] int32, drawn here among the items sharing a group (genre, tag) with the
+  positive (`cml_tf.samplers.SideInfoSampler`; needs ``item_groups``);
 * ``2stage``: ``candidates`` [C] int32 (stage 1, sorted ascending) and ``candidate_is_positive`` [B, C] bool;
   stage 2 runs in the training step on the current embeddings. With ``candidate_groups`` = R > 1 (one group per
   replica of a distributed run) ``candidates`` is [R, C]: row block r of the batch (B/R rows) has its own set.
@@ -31,7 +33,7 @@ class SamplerSpec:
     """What to draw for each batch.
 
     Attributes:
-        sampler: 'uniform', 'popular' or '2stage'.
+        sampler: 'uniform', 'popular', '2stage' or 'side_info'.
         batch_size: positive pairs per batch (per replica when distributed).
         num_negatives: |N_ij|.
         num_candidates: C, the 2-stage candidate set size.
@@ -81,9 +83,17 @@ class TrainingStream:
         seed: the run's seed.
         candidate_groups: 2-stage only: independent stage-1 candidate sets per batch, one per block of
             ``batch_size / candidate_groups`` rows (a distributed run gives each replica its own set).
+        item_groups: side_info only: [n_items, G] sparse 0/1 item groups (genres, tags).
     """
 
-    def __init__(self, train: sp.csr_matrix, spec: SamplerSpec, seed: int = 0, candidate_groups: int = 1):
+    def __init__(
+        self,
+        train: sp.csr_matrix,
+        spec: SamplerSpec,
+        seed: int = 0,
+        candidate_groups: int = 1,
+        item_groups: sp.spmatrix | None = None,
+    ):
         if candidate_groups < 1 or spec.batch_size % candidate_groups:
             raise ValueError(f"--batch_size={spec.batch_size} must be divisible by the {candidate_groups} replicas")
         self.candidate_groups = int(candidate_groups)
@@ -100,9 +110,13 @@ class TrainingStream:
         self.positive_index = S.PositiveIndex(train)
         counts = np.bincount(train.indices, minlength=self.n_items)
         log_w = None
-        if spec.sampler != "uniform":
+        if spec.sampler in ("popular", "2stage"):
             log_w = S.popularity_log_weights(counts, spec.beta, spec.popularity_smoothing)
-        if spec.sampler != "2stage":
+        if spec.sampler == "side_info":
+            if item_groups is None:
+                raise ValueError("--sampler=side_info needs item side information (genres or tags)")
+            self.negative_sampler = S.SideInfoSampler(train, item_groups)
+        elif spec.sampler != "2stage":
             self.negative_sampler = S.NegativeSampler(train, log_w)
         else:
             self.item_sampler = S.ItemSampler(log_w, self.n_items)
@@ -142,6 +156,9 @@ class TrainingStream:
                     masks.append(self.positive_index.candidate_mask(blocks[g], sets[-1]))
                 out["candidates"] = tf.cast(tf.stack(sets), tf.int32)  # [groups, C]
                 out["candidate_is_positive"] = tf.concat(masks, axis=0)  # [B, C]
+        elif spec.sampler == "side_info":
+            negatives = self.negative_sampler.sample(users, positives, spec.num_negatives, seed)
+            out["negatives"] = tf.cast(negatives, tf.int32)
         else:
             negatives = self.negative_sampler.sample(users, spec.num_negatives, seed)
             out["negatives"] = tf.cast(negatives, tf.int32)

@@ -20,6 +20,12 @@
   |N_ij| = 1), never a positive of the user; where no candidate has a weight the draw falls back to uniform over the
   (non-positive) candidates.
 
+* ``side_info`` (after Royo-Letelier et al., ISMIR 2018, who draw metric-learning negatives among tracks sharing
+  the anchor's genre): for the positive v_j, a group g of j (a genre, a tag) uniformly among j's groups, then an
+  item uniformly among g's members that are not positives of the user (`SideInfoSampler`); where none is found
+  (j has no group, or T draws from g all hit positives of the user) the exact uniform draw over the user's
+  non-positives. Never a positive.
+
 Randomness is stateless: each op takes a ``seed`` of shape [2] (int32/int64), so the same seed gives the same
 draws whatever the parallelism, and a resumed run draws what the uninterrupted run would have drawn.
 """
@@ -30,7 +36,7 @@ import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
 
-SAMPLERS = ("uniform", "popular", "2stage")
+SAMPLERS = ("uniform", "popular", "2stage", "side_info")
 
 # Keys for candidates that are not drawable by the inverse density (s < 0): below every valid key but still ordered
 # by their own Gumbel noise, i.e. uniform. Gumbel noise from u in [1e-20, 1) lies in [-3.9, 17]; valid logits are
@@ -315,6 +321,80 @@ class NegativeSampler:
         drawn = tf.reshape(drawn, shape)
         bad = (free_mass <= 0) | (tf.gather(self.weights, drawn) <= 0) | self.index.contains(users, drawn)
         return tf.where(bad, exact_uniform, drawn)
+
+
+class SideInfoSampler:
+    """Negatives that share side information (a genre, a tag) with the positive, never a positive of the user.
+
+    Per (user u, positive j) and draw: a group g uniformly among j's groups G(j); then up to ``tries`` items
+    uniformly from g's members (with replacement), the first that is not a positive of u is the negative; when all
+    are positives of u, or j has no group, the exact uniform draw over u's non-positives (`NegativeSampler`). With
+    q_g = |g ∩ P_u| / |g| the fraction of g's members that u holds and T = ``tries``, the distribution is
+
+        P(i | u, j) = Σ_{g ∈ G(j)} (1 / |G(j)|) · [(1 − q_g^T) · 1[i ∈ g, i ∉ P_u] / |g − P_u|
+                                                   + q_g^T · 1[i ∉ P_u] / (n − |P_u|)]
+
+    (uniform over the non-positives when G(j) is empty). Every step is a gather or a ``searchsorted`` over
+    [batch, num, tries] tensors: group lookups in the item → group CSR and the group → item CSC, membership by
+    `PositiveIndex` (sorted keys + searchsorted).
+
+    Args:
+        train: [n_users, n_items] CSR of training positives.
+        item_groups: [n_items, G] sparse 0/1 item groups (`cml_tf.side_info.SideInfo.item_groups`).
+        tries: T, draws from the group before the uniform fallback.
+    """
+
+    def __init__(self, train: sp.csr_matrix, item_groups: sp.spmatrix, tries: int = 8):
+        train = sp.csr_matrix(train)
+        groups = sp.csr_matrix(item_groups, dtype=np.float32)
+        groups.eliminate_zeros()
+        groups.sort_indices()
+        if groups.shape[0] != train.shape[1]:
+            raise ValueError(f"item groups have {groups.shape[0]} rows for a catalog of {train.shape[1]} items")
+        if tries < 1:
+            raise ValueError(f"tries must be >= 1, got {tries}")
+        self.tries = int(tries)
+        self.uniform = NegativeSampler(train)
+        self.index = self.uniform.index
+        members = groups.tocsc()
+        members.sort_indices()
+        pad = np.zeros(1, np.int64)  # one trailing entry keeps every gather in range (even with no group at all)
+        self.item_group_starts = tf.constant(groups.indptr[:-1].astype(np.int64))  # [n_items]
+        self.item_group_count = tf.constant(np.diff(groups.indptr).astype(np.int64))  # [n_items]
+        self.item_group_ids = tf.constant(np.concatenate([groups.indices.astype(np.int64), pad]))  # [nnz + 1]
+        self.group_starts = tf.constant(np.concatenate([members.indptr[:-1].astype(np.int64), pad]))  # [G + 1]
+        self.group_size = tf.constant(np.concatenate([np.diff(members.indptr).astype(np.int64), pad]))  # [G + 1]
+        self.group_items = tf.constant(np.concatenate([members.indices.astype(np.int64), pad]))  # [nnz + 1]
+
+    def sample(self, users: tf.Tensor, positives: tf.Tensor, num: int, seed: tf.Tensor) -> tf.Tensor:
+        """``num`` negatives per (user, positive), with replacement.
+
+        Args:
+            users: [batch] int user ids.
+            positives: [batch] int item ids (the positive of each row).
+            num: negatives per row.
+            seed: [2] int stateless seed.
+
+        Returns:
+            [batch, num] int64 item ids, none a training positive of its user.
+        """
+        seeds = tf.random.experimental.stateless_split(seed, num=3)
+        fallback = self.uniform.sample(users, num, seeds[0])  # [B, num]
+        users = tf.cast(users, tf.int64)
+        positives = tf.cast(positives, tf.int64)
+        shape = tf.shape(fallback)
+        count = tf.gather(self.item_group_count, positives)[:, None]  # [B, 1] |G(j)|
+        u = tf.random.stateless_uniform(shape, seeds[1], dtype=tf.float64)
+        r = tf.minimum(tf.cast(tf.floor(u * tf.cast(count, tf.float64)), tf.int64), tf.maximum(count - 1, 0))
+        group = tf.gather(self.item_group_ids, tf.gather(self.item_group_starts, positives)[:, None] + r)  # [B, num]
+        size = tf.gather(self.group_size, group)[..., None]  # [B, num, 1]
+        v = tf.random.stateless_uniform(tf.concat([shape, [self.tries]], 0), seeds[2], dtype=tf.float64)
+        offset = tf.minimum(tf.cast(tf.floor(v * tf.cast(size, tf.float64)), tf.int64), tf.maximum(size - 1, 0))
+        drawn = tf.gather(self.group_items, tf.gather(self.group_starts, group)[..., None] + offset)  # [B, num, T]
+        ok = ~self.index.contains(users[:, None, None], drawn) & (count > 0)[..., None]
+        first = tf.argmax(tf.cast(ok, tf.int32), axis=-1, output_type=tf.int64)  # the first acceptable try
+        chosen = tf.gather(drawn, first[..., None], batch_dims=2)[..., 0]
+        return tf.where(tf.reduce_any(ok, axis=-1), chosen, fallback)
 
 
 def inverse_density_logits(similarities: tf.Tensor, dim: int, clip: float = 1.0 - 1e-6) -> tf.Tensor:

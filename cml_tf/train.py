@@ -45,7 +45,11 @@ flags.DEFINE_integer("fold", _D.fold, "Which fold is the test set (0-based).")
 flags.DEFINE_float(
     "valid_fraction", _D.valid_fraction, "Fraction of each user's training items held out for validation (kfold split)."
 )
-flags.DEFINE_string("sampler", _D.sampler, "Negative sampler: uniform, popular or 2stage.")
+flags.DEFINE_string(
+    "sampler",
+    _D.sampler,
+    "Negative sampler: uniform, popular, 2stage or side_info (items sharing a genre / tag with the positive).",
+)
 flags.DEFINE_integer("batch_size", _D.batch_size, "Positive pairs per step.")
 flags.DEFINE_integer("num_negatives", _D.num_negatives, "|N_ij|: negatives per positive pair.")
 flags.DEFINE_integer("num_candidates", _D.num_candidates, "C: stage-1 candidates per batch (2stage).")
@@ -106,7 +110,11 @@ flags.DEFINE_float(
     None,
     "Std of the normal embedding initialiser (default 1e-3 on the sphere, 1/sqrt(d) in the ball; see README).",
 )
-flags.DEFINE_string("features", None, "CML+F item features: 'tags' (citeulike-t tag-item.dat beside users.dat).")
+flags.DEFINE_string(
+    "features",
+    None,
+    "CML+F item features: 'tags' (citeulike-t tag-item.dat beside users.dat) or 'genres' (MovieLens 100K u.item).",
+)
 flags.DEFINE_integer("feature_min_count", _D.feature_min_count, "CML+F: keep tags used at least this many times.")
 flags.DEFINE_float("feature_l2_reg", _D.feature_l2_reg, "CML+F: feature loss weight.")
 flags.DEFINE_float("feature_scale", _D.feature_scale, "CML+F: projection scale (applied before the clip).")
@@ -168,8 +176,11 @@ def _ignored_flag(config: Config, flag_values) -> str | None:
             )
         if config.sampler != "2stage" and (name == "num_candidates" or name.startswith("stage2_")):
             return f"--{name} does not apply to --sampler={config.sampler} (only 2stage has stage-1 candidates)"
-        if config.sampler == "uniform" and name in ("beta", "popularity_smoothing"):
-            return f"--{name} does not apply to --sampler=uniform (only popular and 2stage weigh items by popularity)"
+        if config.sampler in ("uniform", "side_info") and name in ("beta", "popularity_smoothing"):
+            return (
+                f"--{name} does not apply to --sampler={config.sampler} "
+                "(only popular and 2stage weigh items by popularity)"
+            )
         if config.features is None and name in _FEATURE_FLAGS:
             return f"--{name} does not apply without --features (CML+F)"
     return None

@@ -117,6 +117,9 @@ def item_features(config: Config, interactions: Interactions):
         from cml_tf.datasets.citeulike import load_tag_features
 
         return load_tag_features(config.data_path, interactions.n_items, min_count=config.feature_min_count)
+    if config.features == "genres":
+        # MovieLens u.item's 19 genre flags (cml_tf.side_info), aligned to the interactions' items
+        return datasets.load_side_info(config.dataset, config.data_path, interactions).item_groups
     raise ValueError(f"--features: unknown features {config.features!r}")
 
 
@@ -493,7 +496,10 @@ def train(
         popularity_smoothing=config.popularity_smoothing,
     )
     # a distributed 2-stage run gives every replica its own stage-1 candidate set
-    stream = TrainingStream(split.train, spec, seed=config.seed, candidate_groups=replicas)
+    groups = None
+    if config.sampler == "side_info":  # genres (MovieLens) or tags (citeulike-t): cml_tf.side_info
+        groups = datasets.load_side_info(config.dataset, config.data_path, interactions).item_groups
+    stream = TrainingStream(split.train, spec, seed=config.seed, candidate_groups=replicas, item_groups=groups)
     features = item_features(config, interactions)
 
     existed = os.path.isdir(run_dir)

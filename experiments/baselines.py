@@ -212,12 +212,18 @@ def fit(name: str, train: sp.csr_matrix, params: dict, *, factors: int, seed: in
         if _ease_dual_bytes(*x.shape) < ease_memory_bytes(x.shape[1]):  # the dual is smaller
             return "user_scores", fit_ease_scores(x, params["l2"])
         return "item_item", (x, fit_ease(x, params["l2"]))
+    model = fit_model(name, train, params, factors=factors, seed=seed, num_threads=num_threads)
+    return "factors", (np.asarray(model.user_factors, np.float32), np.asarray(model.item_factors, np.float32))
+
+
+def fit_model(name: str, train: sp.csr_matrix, params: dict, *, factors: int, seed: int, num_threads: int = 2):
+    """The fitted implicit model ("als" or "bpr") itself, e.g. for ALS's ``recalculate_user`` fold-in."""
     from threadpoolctl import threadpool_limits  # implicit wants single-threaded BLAS
 
     with threadpool_limits(1, "blas"):
         model = _make_model(name, params, factors=factors, seed=seed, num_threads=num_threads)
         model.fit(sp.csr_matrix(train, dtype=np.float32), show_progress=False)
-    return "factors", (np.asarray(model.user_factors, np.float32), np.asarray(model.item_factors, np.float32))
+    return model
 
 
 def _make_model(name: str, params: dict, *, factors: int, seed: int, num_threads: int):

@@ -10,7 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))
 RUN_NOTEBOOKS = [p for p in NOTEBOOKS if os.path.basename(p)[:2] in ("01", "02", "03", "04", "05")]
 FIXTURES = os.path.join(ROOT, "notebooks", "fixtures")
-ENV = ("CML_TF_RESULTS", "CML_TF_RUNS", "CML_TF_RUN", "CML_TF_FOLD")
+ENV = ("CML_TF_RESULTS", "CML_TF_RUNS", "CML_TF_RUN", "CML_TF_FOLD", "CML_TF_COLD_START", "CML_TF_SIDE_INFO")
 
 
 def execute(path, monkeypatch, **env):
@@ -41,7 +41,8 @@ def outputs(nb) -> str:
 
 
 def test_there_are_notebooks_and_a_fixture():
-    assert len(NOTEBOOKS) == 6
+    names = {os.path.basename(p) for p in NOTEBOOKS}
+    assert len(NOTEBOOKS) >= 7 and {"06_stage2_sweep.ipynb", "08_side_info.ipynb"} <= names
     assert os.path.exists(os.path.join(FIXTURES, "results", "results.csv"))
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(FIXTURES) for f in fs)
     assert size < 1_000_000, f"the notebook fixture is {size:,} bytes; keep it under 1 MB"
@@ -58,7 +59,13 @@ def test_notebook_is_committed_without_outputs(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
 def test_notebook_runs_on_the_fixture(path, monkeypatch):
-    execute(path, monkeypatch, CML_TF_SWEEP=os.path.join(FIXTURES, "stage2_sweep"))
+    execute(
+        path,
+        monkeypatch,
+        CML_TF_SWEEP=os.path.join(FIXTURES, "stage2_sweep"),
+        CML_TF_COLD_START=os.path.join(FIXTURES, "cold_start"),
+        CML_TF_SIDE_INFO=os.path.join(FIXTURES, "side_info"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +116,13 @@ def test_notebook_with_nothing_to_read_stops_with_one_line(path, tmp_path, monke
     message = str(e.value)
     assert f"nothing to show: no runs in {tmp_path}" in message
     assert "Traceback" not in message and "pandas" not in message
+
+
+def test_side_info_notebook_with_nothing_to_read_stops_with_one_line(tmp_path, monkeypatch):
+    nbclient = pytest.importorskip("nbclient")
+    path = os.path.join(ROOT, "notebooks", "08_side_info.ipynb")
+    with pytest.raises(nbclient.exceptions.CellExecutionError) as e:
+        execute(path, monkeypatch, CML_TF_COLD_START=str(tmp_path), CML_TF_SIDE_INFO=str(tmp_path))
+    message = str(e.value)
+    assert f"nothing to show: no results.csv in {tmp_path}: run python -m experiments.cold_start" in message
+    assert "Traceback" not in message

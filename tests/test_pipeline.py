@@ -197,3 +197,19 @@ def test_fixed_parallelism_with_the_autotuner_off(train, monkeypatch):
     for cores, workers in [(None, 1), (1, 1), (2, 1), (5, 2), (16, 8), (96, 8)]:
         monkeypatch.setattr(pipeline.os, "cpu_count", lambda c=cores: c)
         assert pipeline.input_parallelism() == workers
+
+
+def test_side_info_stream_draws_group_mates_never_positives(train):
+    groups = sp.csr_matrix((np.arange(N_ITEMS)[:, None] % 4 == np.arange(4)[None, :]).astype(np.float32))
+    stream = TrainingStream(train, _spec("side_info"), seed=3, item_groups=groups)
+    elements = _elements(stream, num_steps=6)
+    dense = train.toarray() > 0
+    for e in elements:
+        assert set(e) == {"users", "positives", "negatives"} and e["negatives"].shape == (BATCH, 3)
+        assert not dense[e["users"][:, None], e["negatives"]].any()
+    negatives = np.concatenate([e["negatives"] for e in elements])
+    positives = np.concatenate([e["positives"] for e in elements])
+    assert ((negatives % 4) == (positives % 4)[:, None]).mean() > 0.9  # same group (residue mod 4)
+    _assert_same(elements, _elements(TrainingStream(train, _spec("side_info"), seed=3, item_groups=groups), 0, 6))
+    with pytest.raises(ValueError, match="--sampler=side_info needs item side information"):
+        TrainingStream(train, _spec("side_info"), seed=3)

@@ -498,3 +498,100 @@ def test_two_stage_select_weight_cap_spreads_the_hardest_candidates():
     capped = S.two_stage_select(p, cands, mask, 1, tf.constant([1, 2], tf.int64), weight_cap=1.0).numpy()[:, 0]
     freq = np.bincount(capped, minlength=4) / rows
     np.testing.assert_allclose(freq, 0.25, atol=0.03)
+
+
+# ---------------------------------------------------------------- side_info
+
+
+def _side_info_reference(
+    positives_of_user: set, groups: list[set], item_groups: list[list[int]], j: int, n: int, tries
+):
+    """P(i | u, j) of `SideInfoSampler` written from its definition, with plain Python sets."""
+    non_pos = [i for i in range(n) if i not in positives_of_user]
+    uniform = np.zeros(n)
+    uniform[non_pos] = 1.0 / len(non_pos)
+    if not item_groups[j]:
+        return uniform
+    p = np.zeros(n)
+    for g in item_groups[j]:
+        members = groups[g]
+        q = len(members & positives_of_user) / len(members)
+        free = sorted(members - positives_of_user)
+        inside = np.zeros(n)
+        if free:
+            inside[free] = 1.0 / len(free)
+        p += ((1 - q**tries) * inside + q**tries * uniform) / len(item_groups[j])
+    return p
+
+
+# 7 items; groups g0 = {0, 2, 3}, g1 = {1, 4}, g2 = {0, 1}, g3 = {5}; item 6 has no group
+_GROUPS = [{0, 2, 3}, {1, 4}, {0, 1}, {5}]
+_ITEM_GROUPS = [[0, 2], [1, 2], [0], [0], [1], [3], []]
+
+
+def _groups_matrix():
+    rows = [i for i, gs in enumerate(_ITEM_GROUPS) for _ in gs]
+    cols = [g for gs in _ITEM_GROUPS for g in gs]
+    return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(7, 4))
+
+
+@pytest.mark.parametrize("positive, tries", [(0, 2), (0, 8), (1, 1), (4, 3), (6, 2), (5, 2)])
+def test_side_info_distribution_matches_the_definition(positive, tries):
+    # user 0 holds items 0, 1, 5: g2 is all positives (always the fallback), g3 = {5} too
+    train = sp.csr_matrix(([1.0, 1.0, 1.0, 1.0], ([0, 0, 0, 1], [0, 1, 5, 2])), shape=(2, 7))
+    sampler = S.SideInfoSampler(train, _groups_matrix(), tries=tries)
+    draws = sampler.sample(tf.zeros([20000], tf.int32), tf.fill([20000], positive), 3, _seed(5)).numpy()
+    probs = _side_info_reference({0, 1, 5}, _GROUPS, _ITEM_GROUPS, positive, 7, tries)
+    assert _chi2_pvalue(np.bincount(draws.ravel(), minlength=7), probs) > 1e-3
+
+
+def test_side_info_reference_by_hand():
+    # positive 0, T = 1: g0 (q = 1/3): 2/3 on {2, 3}, 1/3 uniform on {2, 3, 4, 6}; g2 (q = 1): uniform
+    p = _side_info_reference({0, 1, 5}, _GROUPS, _ITEM_GROUPS, 0, 7, 1)
+    np.testing.assert_allclose(
+        p, [0, 0, 0.5 * (1 / 3 + 1 / 12) + 0.125, 0.5 * (1 / 3 + 1 / 12) + 0.125, 0.5 / 12 + 0.125, 0, 0.5 / 12 + 0.125]
+    )
+
+
+def test_side_info_falls_back_to_uniform_without_a_group_or_a_free_member():
+    train = sp.csr_matrix(([1.0, 1.0, 1.0], ([0, 0, 0], [0, 1, 5])), shape=(1, 7))
+    sampler = S.SideInfoSampler(train, _groups_matrix(), tries=4)
+    for positive in (6, 5):  # item 6: no group; item 5: its only group {5} is all positives of the user
+        draws = sampler.sample(tf.zeros([4000], tf.int32), tf.fill([4000], positive), 2, _seed(9)).numpy()
+        counts = np.bincount(draws.ravel(), minlength=7)
+        assert counts[[0, 1, 5]].sum() == 0
+        assert _chi2_pvalue(counts, [0, 0, 0.25, 0.25, 0.25, 0, 0.25]) > 1e-3
+    # no groups at all: the uniform sampler exactly (same seed, same draws)
+    empty = S.SideInfoSampler(train, sp.csr_matrix((7, 0)), tries=4)
+    a = empty.sample(tf.zeros([50], tf.int32), tf.fill([50], 2), 3, _seed(1))
+    b = empty.uniform.sample(tf.zeros([50], tf.int32), 3, tf.random.experimental.stateless_split(_seed(1), 3)[0])
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_side_info_never_a_positive_seeded_and_within_the_group():
+    rng = np.random.default_rng(0)
+    n_users, n_items, n_groups = 40, 60, 5
+    train = sp.random(n_users, n_items, density=0.3, format="csr", random_state=1)
+    train.data[:] = 1
+    groups = sp.csr_matrix((rng.random((n_items, n_groups)) < 0.3).astype(np.float32))
+    sampler = S.SideInfoSampler(train, groups)
+    users, items = train.nonzero()
+    draws = sampler.sample(tf.constant(users), tf.constant(items), 4, _seed(3)).numpy()
+    dense = train.toarray() > 0
+    assert not dense[users[:, None], draws].any()
+    again = sampler.sample(tf.constant(users), tf.constant(items), 4, _seed(3)).numpy()
+    np.testing.assert_array_equal(draws, again)
+    assert not np.array_equal(draws, sampler.sample(tf.constant(users), tf.constant(items), 4, _seed(4)).numpy())
+    # most draws share a group with the positive (where the positive has one)
+    g = groups.toarray() > 0
+    shares = (g[items][:, None, :] & g[draws]).any(-1)
+    has = g[items].any(1)
+    assert shares[has].mean() > 0.9
+
+
+def test_side_info_sampler_checks_its_input():
+    train = sp.csr_matrix(np.eye(3))
+    with pytest.raises(ValueError, match="item groups have 2 rows for a catalog of 3 items"):
+        S.SideInfoSampler(train, sp.csr_matrix((2, 1)))
+    with pytest.raises(ValueError, match="tries must be >= 1"):
+        S.SideInfoSampler(train, sp.csr_matrix((3, 1)), tries=0)

@@ -20,6 +20,11 @@ All ``min_*`` thresholds are inclusive (keep ``>= value``). Filters are applied 
 Cache: the parsed `Interactions` is saved as ``<cache_dir>/<name>-<hash>.npz`` where the hash covers the loader
 name, the absolute resolved file path, its size and mtime, and every option value; a corrupted cache file is
 rebuilt. ``cache_dir`` defaults to ``$CML_TF_CACHE`` or ``~/.cache/cml_tf``; nothing is written beside the raw file.
+
+Side information (`load_side_info`): MovieLens genres, titles and user features (``u.item``, ``u.genre``,
+``u.user``, ``u.occupation`` beside ``u.data``) and citeulike-t tags (``tag-item.dat``), as a
+`cml_tf.side_info.SideInfo` aligned to the interactions, cached the same way (keyed by the feature files' paths,
+sizes and mtimes and by the interactions' id maps).
 """
 
 from __future__ import annotations
@@ -31,9 +36,12 @@ import math
 import os
 from types import ModuleType
 
+import numpy as np
+
 from cml_tf.datasets import amazon, book_crossing, citeulike, echonest, movielens, synthetic
 from cml_tf.datasets import csv as csv_loader
 from cml_tf.interactions import DataError, Interactions
+from cml_tf.side_info import SideInfo
 
 _MODULES: dict[str, ModuleType] = {
     "amazon_movies": amazon,
@@ -172,6 +180,64 @@ def load(
             log.warning("rebuilding corrupted cache %s (%s)", cached, e)
     result = module.read(path, **full)
     try:
+        result.save(cached)
+    except OSError as e:
+        log.warning("could not write cache %s: %s", cached, e)
+    return result
+
+
+#: data sets with side information (`load_side_info`) and what their item groups are
+SIDE_INFO = {"movielens": "genres (u.item), user features (u.user)", "citeulike": "tags (tag-item.dat)"}
+
+
+def load_side_info(
+    name: str,
+    data_path: str | None,
+    interactions: Interactions,
+    *,
+    cache_dir: str | None = None,
+    use_cache: bool = True,
+) -> SideInfo:
+    """The side information of a data set, aligned to ``interactions`` (as loaded from the same ``data_path``).
+
+    Args:
+        name: data set name (``movielens`` or ``citeulike``).
+        data_path: the data set's file or directory, as given to `load`.
+        interactions: the loaded interactions (their id maps give the row order).
+        cache_dir, use_cache: as for `load`.
+
+    Returns:
+        `cml_tf.side_info.SideInfo`: [n_items, G] item groups (genres or tags), titles and user features where the
+        data set has them.
+
+    Raises:
+        DataError: a data set without side information (naming ``--dataset``), missing or malformed feature files
+            (naming the file and line), ids of the interactions missing from them.
+    """
+    dataset = canonical_name(name)
+    if dataset not in SIDE_INFO:
+        have = "; ".join(f"{k}: {v}" for k, v in SIDE_INFO.items())
+        raise DataError(f"--dataset={dataset} has no side information; data sets with side information: {have}")
+    module = _MODULES[dataset]
+    path = module.resolve_path(data_path)
+    files = module.side_info_files(path)
+    if not use_cache or not files:
+        return module.read_side_info(path, interactions)
+    ids = hashlib.sha256()
+    for arr in (interactions.user_ids, interactions.item_ids):
+        ids.update(str(arr.dtype).encode() + np.ascontiguousarray(arr).tobytes())
+    stats = [(os.path.abspath(f), os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files]
+    key = json.dumps([CACHE_VERSION, "side_info", dataset, stats, ids.hexdigest()])
+    cache_dir = os.path.expanduser(cache_dir or default_cache_dir())
+    cached = os.path.join(cache_dir, f"{dataset}-side-{hashlib.sha256(key.encode()).hexdigest()[:20]}.npz")
+    if os.path.isfile(cached):
+        try:
+            return SideInfo.load(cached)
+        except Exception as e:  # any unreadable cache is rebuilt
+            log.warning("rebuilding corrupted cache %s (%s)", cached, e)
+    result = module.read_side_info(path, interactions)
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
         result.save(cached)
     except OSError as e:
         log.warning("could not write cache %s: %s", cached, e)

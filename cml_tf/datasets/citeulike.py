@@ -146,3 +146,36 @@ def load_tag_features(data_path: str | None, n_items: int, min_count: int = 5, o
     m.data[:] = 1.0  # a flag (the original's dok_matrix assignment), whatever the repeats
     m.sort_indices()
     return m
+
+
+#: tags with fewer items than this are left out of the side information (as CML+F's default threshold)
+SIDE_INFO_MIN_TAG_ITEMS = 5
+
+
+def side_info_files(path: str) -> list[str]:
+    """The side-information file read for ``users.dat`` at ``path``: ``tag-item.dat`` beside it, if present."""
+    tag = os.path.join(os.path.dirname(os.path.abspath(path)), "tag-item.dat")
+    return [tag] if os.path.isfile(tag) else []
+
+
+def read_side_info(path: str, interactions: Interactions):
+    """Item tags as side information: `cml_tf.side_info.SideInfo` with one group per tag having at least
+    `SIDE_INFO_MIN_TAG_ITEMS` items (``tag-item.dat`` read as intended: the leading count skipped, see
+    `load_tag_features`); group names are ``tag<line>``, the tag's 1-based line in the file. No user features.
+
+    Raises:
+        DataError: ``tag-item.dat`` missing beside ``path`` or malformed (the file and line named).
+    """
+    from cml_tf.side_info import SideInfo
+
+    tag_path = os.path.join(os.path.dirname(os.path.abspath(path)), "tag-item.dat")
+    if not os.path.isfile(tag_path):
+        raise DataError(f"{tag_path}: no such file; citeulike side information needs tag-item.dat ({TAG_FORMAT})")
+    tags = load_tag_features(tag_path, interactions.n_items, min_count=SIDE_INFO_MIN_TAG_ITEMS, original=False)
+    try:
+        with open(tag_path, encoding="utf-8") as f:
+            sizes = np.array([len(line.split()) - 1 for line in f.read().splitlines()])
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{tag_path}: cannot read ({e}); expected {TAG_FORMAT}") from e
+    lines = np.flatnonzero(sizes >= SIDE_INFO_MIN_TAG_ITEMS) + 1
+    return SideInfo(tags, np.array([f"tag{n}" for n in lines]), "tag")
