@@ -707,6 +707,8 @@ def finish(config, model_dir, model, checkpoint, best_manager, interactions, spl
             "steps": int(rows[-1]["step"]) if rows else best_step,
             "train_seconds": float(rows[-1]["train_seconds"]) if rows else 0.0,
             "pairs_per_sec": float(np.median([r["pairs_per_sec"] for r in rows])) if rows else 0.0,
+            # full ranking of every test user (the first call includes tracing)
+            "test_eval_seconds": float(getattr(test_evaluator, "last_seconds", float("nan"))),
             "valid": {k: v for k, v in best_row.items() if "@" in k or k == "mmr"},
         }
     )
