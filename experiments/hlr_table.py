@@ -26,7 +26,8 @@ Protocol (the RecSys 2021 paper's, from its reference code deezer/recsys21-hlr, 
 
 Runs live in ``--out_dir`` (``runs/hlr_table/<dataset>/<method>/seed<s>``); a finished run is not trained again and
 an interrupted one resumes, so the same command continues a stopped table. Results: ``results.csv`` (one row per
-run), ``hlr_table.md`` and ``command.txt`` in ``--results_dir``. Flags are parsed with argparse (not absl) so that
+run), ``hlr_table.md``, ``command.txt`` and ``curves/<dataset>/<method>/seed<s>.csv`` (each run's metrics.csv: the
+learning curves notebooks/07_models.ipynb draws) in ``--results_dir``. Flags are parsed with argparse (not absl) so that
 this module can be imported beside `experiments.table2`, whose absl flags share names.
 """
 
@@ -51,6 +52,8 @@ DATASETS = {
         "../shared/data/ml-100k",
         {"min_rating": 4.0, "min_user_interactions": 10, "min_item_users": 10, "iterative_core": True},
     ),
+    # a small synthetic set: the notebook fixture (notebooks/make_hlr_fixture.py)
+    "synthetic": ("synthetic", None, {"num_users": 150, "num_items": 200, "num_interactions": 4000}),
     # the citeulike loader takes no filter (its users.dat is the data set CollMetric used, as is)
     "citeulike": ("citeulike", "../shared/data/citeulike-t", {}),
 }
@@ -290,6 +293,14 @@ def write_outputs(args, rows: list[dict]) -> None:
         f"Command: `{shlex.join(['python', '-m', 'experiments.hlr_table', *args.argv])}` (see command.txt)\n\n"
     )
     write_text_atomic(os.path.join(args.results_dir, "hlr_table.md"), head + render_markdown(rows))
+    # the learning curves (validation metrics per period) travel with the table: the runs themselves do not
+    for row in rows:
+        source = os.path.join(row["run"], "metrics.csv")
+        if row["kind"] == "model" and os.path.exists(source):
+            target = os.path.join(args.results_dir, "curves", row["dataset"], row["method"], f"seed{row['seed']}.csv")
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(source, encoding="utf-8") as f:
+                write_text_atomic(target, f.read())
 
 
 def write_command(args) -> None:

@@ -10,7 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))
 RUN_NOTEBOOKS = [p for p in NOTEBOOKS if os.path.basename(p)[:2] in ("01", "02", "03", "04", "05")]
 FIXTURES = os.path.join(ROOT, "notebooks", "fixtures")
-ENV = ("CML_TF_RESULTS", "CML_TF_RUNS", "CML_TF_RUN", "CML_TF_FOLD")
+ENV = ("CML_TF_RESULTS", "CML_TF_RUNS", "CML_TF_RUN", "CML_TF_FOLD", "CML_TF_HLR")
 
 
 def execute(path, monkeypatch, **env):
@@ -41,7 +41,7 @@ def outputs(nb) -> str:
 
 
 def test_there_are_notebooks_and_a_fixture():
-    assert len(NOTEBOOKS) == 6
+    assert len(NOTEBOOKS) >= 7 and any(p.endswith("07_models.ipynb") for p in NOTEBOOKS)
     assert os.path.exists(os.path.join(FIXTURES, "results", "results.csv"))
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(FIXTURES) for f in fs)
     assert size < 1_000_000, f"the notebook fixture is {size:,} bytes; keep it under 1 MB"
@@ -58,7 +58,12 @@ def test_notebook_is_committed_without_outputs(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
 def test_notebook_runs_on_the_fixture(path, monkeypatch):
-    execute(path, monkeypatch, CML_TF_SWEEP=os.path.join(FIXTURES, "stage2_sweep"))
+    execute(
+        path,
+        monkeypatch,
+        CML_TF_SWEEP=os.path.join(FIXTURES, "stage2_sweep"),
+        CML_TF_HLR=os.path.join(FIXTURES, "hlr_table"),
+    )
 
 
 @pytest.fixture(scope="module")
