@@ -393,3 +393,18 @@ def test_hlr_and_transcf_need_the_training_matrix():
     for cls in (HLR, TransCF):
         with pytest.raises(ValueError, match="training interactions"):
             cls(3, 4, embedding_dim=2)
+
+
+def test_recommend_refuses_a_relational_run_with_one_line(tmp_path):
+    from cml_tf.recommender import RecommendError, check_run
+
+    run = tmp_path / "run"
+    (run / "embeddings").mkdir(parents=True)
+    for name in ("user_embeddings.npy", "item_embeddings.npy", "user_ids.npy", "item_ids.npy"):
+        np.save(run / "embeddings" / name, np.zeros(2))
+    (run / "results.json").write_text("{}")
+    (run / "config.json").write_text(json.dumps(Config(model="hlr").to_dict()))
+    with pytest.raises(RecommendError, match="holds a --model=hlr run"):
+        check_run(str(run))
+    (run / "config.json").write_text(json.dumps(Config().to_dict()))
+    check_run(str(run))
