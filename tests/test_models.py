@@ -367,10 +367,16 @@ def test_cli_model_flags_fail_with_one_line_naming_the_flag(flags, message):
 
 
 def test_model_flags_map_to_config_and_default_dir():
-    from cml_tf.train import default_model_dir
-
-    assert default_model_dir(Config()) == os.path.join("runs", "synthetic-2stage-b256-n1-kfold0")
-    assert default_model_dir(Config(model="hlr", split="fo")) == os.path.join("runs", "synthetic-hlr-2stage-b256-n1-fo")
+    # cml_tf.train in a fresh process: experiments.table2, imported by other tests, defines flags of the same names
+    code = (
+        "from cml_tf.config import Config; from cml_tf.train import default_model_dir as d; "
+        "print(d(Config())); print(d(Config(model='hlr', split='fo')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == [
+        os.path.join("runs", "synthetic-2stage-b256-n1-kfold0"),
+        os.path.join("runs", "synthetic-hlr-2stage-b256-n1-fo"),
+    ], out.stderr[-1000:]
     assert Config(model="hlr").model_options() == {"num_memories": 20, "max_num_prefs": 50}
     assert Config(model="cml").model_options() == {}
 
