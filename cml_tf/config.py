@@ -26,16 +26,28 @@ SPHERE_INIT_STDDEV = 1e-3
 # taken literally, which at d = 128 is hardest-negative mining (0.43x uniform's NDCG).
 DEFAULT_STAGE2_WEIGHT_CAP: float | None = 4.0
 REFRESH_NEVER = -1
+#: --model names (classes in `cml_tf.models`)
+MODEL_NAMES = ("cml", "lrml", "transcf", "attcml", "hlr")
+#: Config fields that only some models read: field -> the models that read it
+MODEL_FIELDS = {
+    "num_memories": ("lrml", "hlr"),
+    "max_num_prefs": ("attcml", "hlr"),
+    "transcf_neighbour_weight": ("transcf",),
+    "transcf_distance_weight": ("transcf",),
+}
+SPLITS = ("kfold", "original", "fo")
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Everything that determines a run's result (and where it is written).
 
-    Data: ``dataset``, ``data_path``, ``dataset_options`` (loader filters), ``split`` ('kfold' | 'original'),
-    ``num_folds``, ``fold``, ``valid_fraction``.
-    Model: ``embedding_dim``, ``geometry`` ('sphere' | 'ball'), ``margin``, ``gor_weight`` (None = the paper's value
-    for ``num_negatives``), ``use_rank_weight``, ``cov_loss_weight``, ``init_stddev``, CML+F ``features``
+    Data: ``dataset``, ``data_path``, ``dataset_options`` (loader filters), ``split`` ('kfold' | 'original' |
+    'fo'), ``num_folds``, ``fold``, ``valid_fraction``, ``test_fraction`` ('fo').
+    Model: ``model`` (one of `MODEL_NAMES`) and the relational models' ``num_memories`` (M, LRML and HLR),
+    ``max_num_prefs`` (P, AttCML and HLR), ``transcf_neighbour_weight`` / ``transcf_distance_weight`` (TransCF's
+    regularisers); ``embedding_dim``, ``geometry`` ('sphere' | 'ball'), ``margin``, ``gor_weight`` (None = the
+    paper's value for ``num_negatives``), ``use_rank_weight``, ``cov_loss_weight``, ``init_stddev``, CML+F ``features``
     ('tags' for citeulike-t, 'genres' for MovieLens 100K's u.item) and its settings.
     Sampling: ``sampler``, ``batch_size``, ``num_negatives``, ``num_candidates``, ``beta``, ``popularity_smoothing``,
     ``stage2_weight_cap`` (λ; None = the paper's uncapped inverse density), ``stage2_cutoff`` (D_min; 0 = off),
@@ -57,7 +69,13 @@ class Config:
     num_folds: int = 4
     fold: int = 0
     valid_fraction: float = 0.1
+    test_fraction: float = 0.2
     # model
+    model: str = "cml"
+    num_memories: int = 20
+    max_num_prefs: int = 50
+    transcf_neighbour_weight: float = 0.1
+    transcf_distance_weight: float = 0.1
     embedding_dim: int = 128
     geometry: str = "sphere"
     margin: float = 1.0
@@ -143,7 +161,24 @@ class Config:
                 self.optimizer in ("adam", "adagrad", "sgd"),
                 f"--optimizer: unknown {self.optimizer!r}; expected adam, adagrad or sgd",
             ),
-            (self.split in ("kfold", "original"), f"--split: unknown {self.split!r}; expected kfold or original"),
+            (self.split in SPLITS, f"--split: unknown {self.split!r}; expected kfold, original or fo"),
+            (
+                self.model in MODEL_NAMES,
+                f"--model: unknown model {self.model!r}; expected one of {', '.join(MODEL_NAMES)}",
+            ),
+            (self.num_memories > 0, f"--num_memories must be positive, got {self.num_memories}"),
+            (self.max_num_prefs > 0, f"--max_num_prefs must be positive, got {self.max_num_prefs}"),
+            (self.transcf_neighbour_weight >= 0, "--transcf_neighbour_weight must be >= 0"),
+            (self.transcf_distance_weight >= 0, "--transcf_distance_weight must be >= 0"),
+            (
+                self.model == "cml" or self.features is None,
+                f"--features applies only to --model=cml, not --model={self.model}",
+            ),
+            (
+                self.model == "cml" or self.strategy == "default",
+                f"--strategy={self.strategy} applies only to --model=cml (the relational models run on one device)",
+            ),
+            (0 < self.test_fraction < 1, f"--test_fraction must be in (0, 1), got {self.test_fraction}"),
             (self.embedding_dim > 0, f"--embedding_dim must be positive, got {self.embedding_dim}"),
             (self.margin >= 0, f"--margin must be >= 0, got {self.margin}"),
             (self.learning_rate > 0, f"--learning_rate must be positive, got {self.learning_rate}"),
@@ -197,6 +232,10 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def model_options(self) -> dict[str, Any]:
+        """The model-specific fields the chosen ``model`` reads, by name (see `MODEL_FIELDS`)."""
+        return {name: getattr(self, name) for name, models in MODEL_FIELDS.items() if self.model in models}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:

@@ -22,6 +22,7 @@ Edge cases, by design:
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 
@@ -33,6 +34,50 @@ from cml_tf import metrics
 from cml_tf.io import save_npz_atomic
 
 SCORINGS = ("distance", "dot")
+#: floats one block of the chunked ranking may hold (users x items x the model's ``pair_cost``): 128 MiB
+MAX_BLOCK_FLOATS = 2**25
+
+
+def block_scores(
+    score_block: Callable, users: tf.Tensor, n_items: int, chunk: int, prepare: Callable | None = None
+) -> tf.Tensor:
+    """Scores of users x the whole catalog, computed ``chunk`` items at a time (graph code, fixed shapes).
+
+    The catalog is cut into ``ceil(n_items / chunk)`` chunks of exactly ``chunk`` items (the last one padded with
+    the last item, whose extra scores are dropped), scored one after the other by ``tf.map_fn`` (one trace of
+    ``score_block``, at most one block alive at a time), and laid side by side.
+
+    Args:
+        score_block: ``(users [b] int32, items [chunk] int32) -> [b, chunk] float32`` scores, traceable; with
+            ``prepare``, ``(prepare(users), items) -> [b, chunk]``.
+        users: [b] int32 user ids.
+        n_items: the catalog size.
+        chunk: items per block.
+        prepare: optional ``users -> state`` computed once for all chunks (e.g. a model's `user_state`).
+
+    Returns:
+        [b, n_items] float32 scores.
+    """
+    n_chunks = -(-n_items // chunk)
+    state = prepare(users) if prepare is not None else users
+
+    def one(i):
+        items = tf.minimum(i * chunk + tf.range(chunk, dtype=tf.int32), n_items - 1)
+        return tf.cast(score_block(state, items), tf.float32)
+
+    blocks = tf.map_fn(
+        one,
+        tf.range(n_chunks, dtype=tf.int32),
+        fn_output_signature=tf.TensorSpec([None, chunk], tf.float32),
+        parallel_iterations=1,
+    )  # [n_chunks, b, chunk]
+    b = tf.shape(users)[0]
+    return tf.reshape(tf.transpose(blocks, [1, 0, 2]), [b, n_chunks * chunk])[:, :n_items]
+
+
+def item_chunk(users: int, n_items: int, pair_cost: int, max_floats: int = MAX_BLOCK_FLOATS) -> int:
+    """Items per block so that ``users x chunk x pair_cost`` floats stay under ``max_floats`` (at least 1)."""
+    return int(max(1, min(n_items, max_floats // max(1, users * pair_cost))))
 
 
 def _as_binary_csr(m, name: str) -> sp.csr_matrix:
@@ -174,7 +219,7 @@ class Evaluator:
             scores: [B, n_items] float32, higher is better.
 
         Returns:
-            [5, B] float32: AP, NDCG, recall, precision, median popularity of the top k.
+            [6, B] float32: AP, NDCG, recall, precision, reciprocal-rank sum, median popularity of the top k.
         """
         # Ragged gather of the batch's training items: CSR rows users[j] -> (j, item) pairs.
         starts = tf.gather(self._train_indptr, users)
@@ -208,7 +253,7 @@ class Evaluator:
             item_matrix: [n_items, d'] float32 prepared item rows.
 
         Returns:
-            [5, B] float32, as `_rank_batch`.
+            [6, B] float32, as `_rank_batch`.
         """
         u = tf.gather(user_matrix, users)  # [B, d']
         scores = tf.matmul(u, item_matrix, transpose_b=True)  # [B, n_items]
@@ -245,16 +290,16 @@ class Evaluator:
         return np.concatenate([real, np.full(b - len(real), real[0], np.int32)])
 
     def _collect(self, step: Callable[[np.ndarray], np.ndarray]) -> dict[str, np.ndarray]:
-        """Runs ``step(real users [n <= B]) -> [5, n]`` over every batch and gathers per-user arrays."""
+        """Runs ``step(real users [n <= B]) -> [6, n]`` over every batch and gathers per-user arrays."""
         t0 = time.perf_counter()
         parts = []
         for start in range(0, len(self.users), self.batch_size):
             real = self.users[start : start + self.batch_size]
             parts.append(step(real))
-        out = np.concatenate(parts, axis=1) if parts else np.zeros((5, 0), np.float32)
+        names = (*metrics.METRIC_NAMES, "mmr")
+        out = np.concatenate(parts, axis=1) if parts else np.zeros((len(names), 0), np.float32)
         self.last_seconds = time.perf_counter() - t0
-        result = {name: out[i].astype(np.float64) for i, name in enumerate(metrics.METRIC_NAMES)}
-        result["mmr"] = out[4].astype(np.float64)
+        result = {name: out[i].astype(np.float64) for i, name in enumerate(names)}
         result["users"] = self.users.copy()
         return result
 
@@ -272,7 +317,7 @@ class Evaluator:
             item_embeddings: [n_items, d], same kinds.
 
         Returns:
-            {"ap", "ndcg", "recall", "precision", "mmr"} -> [n_eval] float64 and "users" -> [n_eval] int32 ids.
+            {"ap", "ndcg", "recall", "precision", "rr", "mmr"} -> [n_eval] float64 and "users" -> [n_eval] int32 ids.
         """
         u, v = self._prepare(user_embeddings, item_embeddings)
         return self._collect(
@@ -287,9 +332,71 @@ class Evaluator:
             item_embeddings: [n_items, d], same kinds.
 
         Returns:
-            {f"map@{k}", f"ndcg@{k}", f"recall@{k}", f"precision@{k}", "mmr": float, "users": int}.
+            {f"map@{k}", f"ndcg@{k}", f"recall@{k}", f"precision@{k}", f"mrr@{k}", "mmr": float, "users": int}.
         """
         return self._summarise(self.evaluate_per_user(user_embeddings, item_embeddings))
+
+    def evaluate_blocks_per_user(
+        self,
+        score_block: Callable,
+        pair_cost: int = 1,
+        chunk: int | None = None,
+        prepare: Callable | None = None,
+        batch_size: int | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Per-user values for a model whose score is not a plain distance (see `evaluate_blocks`)."""
+        users = max(1, min(int(batch_size or self.batch_size), self.batch_size))
+        chunk = int(chunk) if chunk is not None else item_chunk(users, self.n_items, pair_cost)
+        chunk = min(chunk, self.n_items)
+        key = (score_block, prepare, chunk, users)
+        if getattr(self, "_block_key", None) != key:  # one trace per model, chunk and batch size
+            ranker = copy.copy(self)  # shares the index tensors; its own batch size
+            ranker.batch_size = users
+            ranker._step = tf.function(
+                lambda u: ranker._rank_batch(u, block_scores(score_block, u, self.n_items, chunk, prepare)),
+                input_signature=[tf.TensorSpec([users], tf.int32)],
+            )
+            self._block_key, self._block_ranker = key, ranker
+        ranker = self._block_ranker
+        self.last_chunk = chunk
+        out = ranker._collect(lambda real: ranker._step(tf.constant(ranker._pad(real))).numpy()[:, : len(real)])
+        self.last_seconds = ranker.last_seconds
+        return out
+
+    def evaluate_blocks(
+        self,
+        score_block: Callable,
+        pair_cost: int = 1,
+        chunk: int | None = None,
+        prepare: Callable | None = None,
+        batch_size: int | None = None,
+    ) -> dict:
+        """Mean metrics for a model that scores (user, item) blocks, e.g. through a relation r(u, v).
+
+        Users are ranked ``batch_size`` at a time, each batch against the catalog in chunks of items (see
+        `block_scores`) sized so that a block holds at most `MAX_BLOCK_FLOATS` floats; all in one ``tf.function``
+        traced once, no per-user Python. The ranking is the same for any chunk size.
+
+        Args:
+            score_block: ``(users [b] int32, items [c] int32) -> [b, c]`` scores, higher is better, traceable (with
+                ``prepare``: ``(prepare(users), items)``).
+            pair_cost: floats the model holds per (user, item) pair (sizes the chunks).
+            chunk: items per block (default: from ``pair_cost``).
+            prepare: optional ``users -> state``, computed once per batch of users.
+            batch_size: users per batch (default and at most the evaluator's).
+
+        Returns:
+            Same keys as `evaluate`.
+        """
+        return self._summarise(self.evaluate_blocks_per_user(score_block, pair_cost, chunk, prepare, batch_size))
+
+    def evaluate_model(self, model, chunk: int | None = None) -> dict:
+        """Mean metrics of a `cml_tf.models` model: one matmul per batch for CML, chunked blocks otherwise."""
+        if not getattr(model, "relational", False):
+            return self.evaluate(*model.embeddings())
+        return self.evaluate_blocks(
+            model.state_scores, model.pair_cost(), chunk, prepare=model.user_state, batch_size=model.block_users()
+        )
 
     def evaluate_scores_per_user(self, score_fn: Callable[[np.ndarray], object]) -> dict[str, np.ndarray]:
         """Per-user values for a model that scores items directly (see `evaluate_scores`)."""
@@ -335,12 +442,14 @@ class Evaluator:
 
 
 def result_dict(mean: dict[str, float], users: int, k: int) -> dict[str, float]:
-    """The public result keys from per-metric means (``ap``, ``ndcg``, ``recall``, ``precision``, ``mmr``)."""
+    """The public result keys from per-metric means (``ap``, ``ndcg``, ``recall``, ``precision``, ``rr``,
+    ``mmr``)."""
     return {
         f"map@{k}": mean["ap"],
         f"ndcg@{k}": mean["ndcg"],
         f"recall@{k}": mean["recall"],
         f"precision@{k}": mean["precision"],
+        f"mrr@{k}": mean["rr"],
         "mmr": mean["mmr"],
         "users": users,
     }
@@ -382,6 +491,25 @@ def write_recommendations(path: str, score_fn, split, users, k: int, batch: int 
     save_npz_atomic(path, users=np.asarray(users, np.int32), items=out, item_train_count=counts)
 
 
+def model_scores(model, n_items: int) -> Callable[[np.ndarray], np.ndarray]:
+    """users [b] -> [b, n_items] numpy scores of a `cml_tf.models` model (chunked for relational models)."""
+    if not getattr(model, "relational", False):
+        return distance_scores(*(np.asarray(t) for t in model.embeddings()))
+    batch = model.block_users()
+    chunk = item_chunk(batch, n_items, model.pair_cost())
+    step = tf.function(
+        lambda users: block_scores(model.state_scores, users, n_items, chunk, prepare=model.user_state),
+        input_signature=[tf.TensorSpec([None], tf.int32)],
+    )
+
+    def scores(users):
+        users = np.asarray(users, np.int32)
+        parts = [step(tf.constant(users[i : i + batch])).numpy() for i in range(0, len(users), batch)]
+        return np.concatenate(parts) if parts else np.zeros((0, n_items), np.float32)
+
+    return scores
+
+
 def distance_scores(user_vectors: np.ndarray, item_vectors: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """users [b] -> [b, n_items] scores ``2 u.v - ||v||^2``: ranks as ``-||u - v||^2`` (CML's distance)."""
     u, v = np.asarray(user_vectors), np.asarray(item_vectors)
@@ -389,4 +517,13 @@ def distance_scores(user_vectors: np.ndarray, item_vectors: np.ndarray) -> Calla
     return lambda users: 2.0 * u[users] @ v.T - sq[None, :]
 
 
-__all__ = ["Evaluator", "SCORINGS", "distance_scores", "recommendation_users", "write_recommendations"]
+__all__ = [
+    "Evaluator",
+    "SCORINGS",
+    "block_scores",
+    "distance_scores",
+    "item_chunk",
+    "model_scores",
+    "recommendation_users",
+    "write_recommendations",
+]

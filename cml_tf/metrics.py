@@ -17,6 +17,9 @@ Definitions (``r`` is the 1-based rank, ``h_r`` the hit indicator at rank ``r``)
 * NDCG@k = DCG / IDCG, DCG = sum_r h_r / log2(r + 1); IDCG is the DCG of a list with min(|T_u|, k) leading hits.
 * Recall@k = (hits in the top k) / |T_u|.
 * Precision@k = (hits in the top k) / k.
+* MRR@k (the mean over users of ``rr``) as the HLR reference code (deezer/recsys21-hlr) computes it: ``rr`` =
+  sum_r h_r / r over the top k. With one hit it is the usual reciprocal rank; with several it adds theirs (so it
+  can exceed 1), which is what the RecSys 2021 paper's MRR@10 column reports.
 * MMR (a popularity-bias measure): for each user the MEDIAN training popularity (interaction count) of the
   user's top-k items (``median_popularity``), then the mean over users.
 
@@ -29,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-METRIC_NAMES = ("ap", "ndcg", "recall", "precision")
+METRIC_NAMES = ("ap", "ndcg", "recall", "precision", "rr")
 
 
 def per_user_metrics(hits, num_relevant, k: int | None = None, dtype=tf.float32) -> dict[str, tf.Tensor]:
@@ -43,7 +46,7 @@ def per_user_metrics(hits, num_relevant, k: int | None = None, dtype=tf.float32)
         dtype: float dtype of the results (tf.float32 or tf.float64).
 
     Returns:
-        {"ap", "ndcg", "recall", "precision"} -> [n_users] ``dtype`` tensors; 0 for users with no test items.
+        {"ap", "ndcg", "recall", "precision", "rr"} -> [n_users] ``dtype`` tensors; 0 for users with no test items.
     """
     hits = tf.convert_to_tensor(hits)
     if hits.shape.rank is not None and hits.shape.rank != 2:
@@ -80,7 +83,8 @@ def per_user_metrics(hits, num_relevant, k: int | None = None, dtype=tf.float32)
 
     recall = tf.math.divide_no_nan(n_hits, n_rel)
     precision = n_hits / kf
-    return {"ap": ap, "ndcg": ndcg, "recall": recall, "precision": precision}
+    rr = tf.reduce_sum(h / ranks, axis=1)
+    return {"ap": ap, "ndcg": ndcg, "recall": recall, "precision": precision, "rr": rr}
 
 
 def median_popularity(topk_items, item_popularity, valid=None, dtype=tf.float32) -> tf.Tensor:

@@ -146,6 +146,16 @@ def check_run(model_dir: str) -> None:
     missing = [f for f in EMBEDDING_FILES if not os.path.isfile(os.path.join(model_dir, "embeddings", f))]
     if missing:
         raise RecommendError(f"{label} holds no finished model: embeddings/{missing[0]} is missing")
+    try:
+        with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
+            model = json.load(f).get("model", "cml")
+    except (OSError, ValueError, AttributeError):
+        model = "cml"  # unreadable: `_load_config` says so
+    if model != "cml":
+        raise RecommendError(
+            f"{label} holds a --model={model} run: its score goes through a relation r(u, v), which the embeddings "
+            "alone cannot rank; only CML runs can be served (rank it with cml_tf.evaluation.model_scores)"
+        )
 
 
 def _load_config(model_dir: str):

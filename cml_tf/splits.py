@@ -2,7 +2,8 @@
 
 * `kfold_split`: the paper's protocol, per-user K-fold cross-validation (vectorised);
 * `original_split`: bit-exact reproduction of CollMetric's ``utils.split_data`` (3:1:1 per user, seed 1);
-* `make_split`: dispatch by name (``--split=kfold|original``).
+* `fo_split`: the HLR reference code's ``fo`` split (deezer/recsys21-hlr): a random split of the interactions;
+* `make_split`: dispatch by name (``--split=kfold|original|fo``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import scipy.sparse as sp
 
 from cml_tf.interactions import DataError, Interactions
 
-SPLIT_KINDS = ("kfold", "original")
+SPLIT_KINDS = ("kfold", "original", "fo")
 
 
 def _as_csr(matrix) -> sp.csr_matrix:
@@ -204,10 +205,43 @@ def original_split(matrix, ratios=(3, 1, 1), seed: int = 1, min_items: int = 5) 
     return Split(*parts)
 
 
+def fo_split(matrix, test_fraction: float = 0.2, valid_fraction: float = 0.1, seed: int = 0) -> Split:
+    """The HLR reference code's ``fo`` split: interactions (not users) drawn at random.
+
+    ``round(test_fraction * nnz)`` interactions, drawn uniformly without replacement, are the test set; then
+    ``round(valid_fraction * rest)`` of the rest are the validation set (the reference splits twice with
+    scikit-learn's ``train_test_split``, test 0.2 then validation 0.1 of what is left). Its n-core filter is a
+    loader option (``--min_user_interactions=10 --min_item_users=10 --iterative_core``), applied before the split.
+    A user may end up with no training item, or no test item (then it is not evaluated).
+
+    Args:
+        matrix: [n_users, n_items] sparse matrix or `Interactions`.
+        test_fraction: share of the interactions in test.
+        valid_fraction: share of the remaining interactions in validation.
+        seed: seed of the permutation.
+
+    Returns:
+        `Split` with identical shapes.
+    """
+    if not (0 < test_fraction < 1 and 0 <= valid_fraction < 1):
+        raise DataError(f"fo split: fractions must be in (0, 1), got test {test_fraction}, valid {valid_fraction}")
+    m = _as_csr(matrix)
+    order = np.random.default_rng(seed).permutation(m.nnz)
+    n_test = int(round(test_fraction * m.nnz))
+    n_valid = int(round(valid_fraction * (m.nnz - n_test)))
+    part = np.zeros(m.nnz, np.int8)
+    part[order[:n_test]] = 2
+    part[order[n_test : n_test + n_valid]] = 1
+    return Split(*(_csr_from_mask(m, part == k) for k in range(3)))
+
+
 def make_split(matrix, kind: str, **kw) -> Split:
-    """``kind='kfold'`` -> `kfold_split`, ``'original'`` -> `original_split`; ``kw`` passed through."""
+    """``kind='kfold'`` -> `kfold_split`, ``'original'`` -> `original_split`, ``'fo'`` -> `fo_split`; ``kw`` passed
+    through."""
     if kind == "kfold":
         return kfold_split(matrix, **kw)
     if kind == "original":
         return original_split(matrix, **kw)
+    if kind == "fo":
+        return fo_split(matrix, **kw)
     raise DataError(f"--split={kind!r} is not a known split; expected one of: {', '.join(SPLIT_KINDS)}")

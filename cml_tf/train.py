@@ -21,7 +21,7 @@ import textwrap
 from absl import app, flags
 
 from cml_tf import console, data_flags  # data_flags defines --dataset, --data_path and the filter flags
-from cml_tf.config import PRESETS, REFRESH_NEVER, Config
+from cml_tf.config import MODEL_FIELDS, MODEL_NAMES, PRESETS, REFRESH_NEVER, Config
 from cml_tf.datasets.filters import NothingLeft
 from cml_tf.interactions import DataError
 
@@ -34,12 +34,24 @@ flags.DEFINE_enum(
     "Starting point for every other flag: the paper's settings "
     "or CollMetric's CML.py. Flags given explicitly override the preset.",
 )
+flags.DEFINE_string(
+    "model",
+    _D.model,
+    f"Model: {', '.join(MODEL_NAMES)} (README: Models). cml scores -||u - v||^2; the others translate the user by a "
+    "relation r(u, v) and score -||u + r - v||^2.",
+)
+flags.DEFINE_integer("num_memories", _D.num_memories, "lrml, hlr: M, memory slots of the latent relations.")
+flags.DEFINE_integer("max_num_prefs", _D.max_num_prefs, "attcml, hlr: P, reference items per user (a seeded sample).")
+flags.DEFINE_float("transcf_neighbour_weight", _D.transcf_neighbour_weight, "transcf: neighbourhood regulariser α_nbr.")
+flags.DEFINE_float("transcf_distance_weight", _D.transcf_distance_weight, "transcf: distance regulariser α_dist.")
 flags.DEFINE_enum(
     "split",
     _D.split,
-    ["kfold", "original"],
-    "kfold: per-user K-fold (--fold of --num_folds); original: CollMetric's per-user 3:1:1 train/valid/test.",
+    ["kfold", "original", "fo"],
+    "kfold: per-user K-fold (--fold of --num_folds); original: CollMetric's per-user 3:1:1 train/valid/test; "
+    "fo: the HLR reference code's random split of interactions (--test_fraction, then --valid_fraction of the rest).",
 )
+flags.DEFINE_float("test_fraction", _D.test_fraction, "fo split: share of the interactions in the test set.")
 flags.DEFINE_integer("num_folds", _D.num_folds, "K of the per-user K-fold split.")
 flags.DEFINE_integer("fold", _D.fold, "Which fold is the test set (0-based).")
 flags.DEFINE_float(
@@ -169,6 +181,13 @@ def _ignored_flag(config: Config, flag_values) -> str | None:
     """A message for the first explicitly given flag that the chosen mode would ignore, else None."""
     given = [f for f in (*_CONFIG_FLAGS, *_PARSED_FLAGS) if f in flag_values and flag_values[f].present]
     for name in given:
+        if name in MODEL_FIELDS and config.model not in MODEL_FIELDS[name]:
+            users = " and ".join(f"--model={m}" for m in MODEL_FIELDS[name])
+            return f"--{name} does not apply to --model={config.model} (only {users})"
+        if config.split != "fo" and name == "test_fraction":
+            return f"--test_fraction does not apply to --split={config.split} (only fo)"
+        if config.split == "fo" and name in ("num_folds", "fold"):
+            return f"--{name} does not apply to --split=fo (one random split of the interactions)"
         if config.split == "original" and name in ("num_folds", "fold", "valid_fraction"):
             return (
                 f"--{name} does not apply to --split=original (CollMetric's fixed 3:1:1 split); "
@@ -234,9 +253,10 @@ def _parse_refresh(text: str) -> int:
 
 
 def default_model_dir(config: Config) -> str:
+    model = "" if config.model == "cml" else f"{config.model}-"
     return os.path.join(
         "runs",
-        f"{config.dataset}-{config.sampler}-b{config.batch_size}-n{config.num_negatives}-"
+        f"{config.dataset}-{model}{config.sampler}-b{config.batch_size}-n{config.num_negatives}-"
         f"{config.split}{config.fold if config.split == 'kfold' else ''}",
     )
 
@@ -265,7 +285,11 @@ def main(argv):
     try:
         split = training.split_data(config, interactions)
         parts = split.summary()
-        where = f"kfold, fold {config.fold} of {config.num_folds}" if config.split == "kfold" else "original 3:1:1"
+        where = {
+            "kfold": f"kfold, fold {config.fold} of {config.num_folds}",
+            "original": "original 3:1:1",
+            "fo": f"fo (random interactions: test {config.test_fraction:g}, valid {config.valid_fraction:g})",
+        }[config.split]
         log.info(
             f"{config.dataset}: {interactions.n_users:,} users x {interactions.n_items:,} items, "
             f"{interactions.nnz:,} pairs; split {where}: {parts['train_pairs']:,} training, "
@@ -299,10 +323,23 @@ _HELP_GROUPS = [
         ["optimizer", "learning_rate", "sparse_updates", "epochs", "max_steps", "eval_every", "eval_users", "k"],
         ("early_stopping_patience",),
     ),
-    ("Split", ["split", "num_folds", "fold", "valid_fraction"], ("split_",)),
+    ("Split", ["split", "num_folds", "fold", "valid_fraction", "test_fraction"], ("split_",)),
     (
         "Model",
-        ["embedding_dim", "margin", "geometry", "init_stddev", "gor_weight", "use_rank_weight", "cov_loss_weight"],
+        [
+            "model",
+            "num_memories",
+            "max_num_prefs",
+            "transcf_neighbour_weight",
+            "transcf_distance_weight",
+            "embedding_dim",
+            "margin",
+            "geometry",
+            "init_stddev",
+            "gor_weight",
+            "use_rank_weight",
+            "cov_loss_weight",
+        ],
         ("features", "feature_", "clip_norm"),
     ),
     ("Run", ["model_dir", "overwrite", "preset", "seed", "verbose"], ("steps_per_execution", "strategy")),
@@ -321,7 +358,8 @@ def help_text(flag_values=FLAGS) -> str:
     mine.update({f.name: f for f in flag_values.get_key_flags_for_module(data_flags)})
     mine.pop("help", None)
     lines = [
-        "Train CML: python -m cml_tf.train [--flags]; no flags trains on the embedded synthetic data set.",
+        "Train CML (or --model=lrml|transcf|attcml|hlr): python -m cml_tf.train [--flags]; no flags trains on the "
+        "embedded synthetic data set.",
         "",
         "  python -m cml_tf.train --dataset=echonest --data_path=train_triplets.txt --sampler=2stage",
         "  python -m cml_tf.train --dataset=movielens --data_path=ml-100k/u.data --sampler=popular --max_steps=2000",

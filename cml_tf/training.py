@@ -47,11 +47,12 @@ import tensorflow as tf
 
 from cml_tf import datasets, distribute
 from cml_tf.config import Config
-from cml_tf.evaluation import Evaluator, distance_scores, recommendation_users, write_recommendations
+from cml_tf.evaluation import Evaluator, model_scores, recommendation_users, write_recommendations
 from cml_tf.features import initialise_items_from_features
 from cml_tf.interactions import Interactions
 from cml_tf.io import save_npy_atomic, write_json_atomic, write_text_atomic
-from cml_tf.model import CML, FIRST_NONFINITE_STEP
+from cml_tf.models import MODELS, MetricModel
+from cml_tf.models.base import FIRST_NONFINITE_STEP
 from cml_tf.optimizers import make_optimizer
 from cml_tf.pipeline import SamplerSpec, TrainingStream
 from cml_tf.splits import Split, make_split
@@ -100,6 +101,14 @@ def split_data(config: Config, interactions: Interactions) -> Split:
             "kfold",
             num_folds=config.num_folds,
             fold=config.fold,
+            valid_fraction=config.valid_fraction,
+            seed=split_seed,
+        )
+    elif config.split == "fo":
+        split = make_split(
+            interactions.matrix,
+            "fo",
+            test_fraction=config.test_fraction,
             valid_fraction=config.valid_fraction,
             seed=split_seed,
         )
@@ -163,13 +172,32 @@ def fit_to_data(config: Config, split: Split) -> Config:
 
 
 # --------------------------------------------------------------------------------------------------- model
-def build_model(config: Config, n_users: int, n_items: int, features=None, steps_per_execution: int = 1) -> CML:
-    """The compiled CML model and its optimizer for a config (call under the strategy's scope)."""
+def build_model(
+    config: Config, n_users: int, n_items: int, features=None, steps_per_execution: int = 1, train=None
+) -> MetricModel:
+    """The compiled model (``config.model``) and its optimizer for a config (call under the strategy's scope).
+
+    Args:
+        config: the run's config.
+        n_users, n_items: table sizes.
+        features: CML+F item features or None.
+        steps_per_execution: training steps per compiled call.
+        train: [n_users, n_items] training CSR: the neighbourhoods of TransCF, the reference items of AttCML and
+            HLR (required by those models).
+    """
     ball = config.geometry == "ball"
     # The lazy optimizers clip the rows a sparse gradient touched. Terms over whole tables (CML+F's feature loss,
     # the covariance loss) make the gradients dense, which takes Keras' dense path: then clip with the constraint.
     dense_gradients = not config.sparse_updates or features is not None or config.cov_loss_weight > 0
-    model = CML(
+    options = config.model_options()
+    if config.model == "transcf":
+        options = {
+            "neighbour_weight": options["transcf_neighbour_weight"],
+            "distance_weight": options["transcf_distance_weight"],
+        }
+    if config.model != "cml":
+        options["train"] = train
+    model = MODELS[config.model](
         n_users,
         n_items,
         embedding_dim=config.embedding_dim,
@@ -191,6 +219,7 @@ def build_model(config: Config, n_users: int, n_items: int, features=None, steps
         feature_scale=config.feature_scale,
         clip_norm=config.clip_norm,
         seed=config.seed,
+        **options,
     )
     optimizer = make_optimizer(
         config.optimizer,
@@ -261,6 +290,9 @@ def _prepare_run_dir(config: Config, model_dir: str, overwrite: bool) -> None:
         with open(path, encoding="utf-8") as f:
             saved = json.load(f)
         current = json.loads(json.dumps(config.to_dict()))
+        # a field added since the run was saved reads as its default (a CML run from before --model is a cml run)
+        defaults = json.loads(json.dumps(Config().to_dict()))
+        saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
         # where the data lives does not change a run: a moved checkout may resume it
         diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k != "data_path")
         if diff:
@@ -272,6 +304,14 @@ def _prepare_run_dir(config: Config, model_dir: str, overwrite: bool) -> None:
         # a directory without a checkpoint holds no run (e.g. one stopped by an error): start it afresh
         _remove_run_files(model_dir)
     write_json_atomic(path, config.to_dict())
+
+
+def evaluate_model(evaluator, model: MetricModel) -> dict:
+    """The evaluator's metrics of a model: CML's embeddings by one matmul per batch (sharded when distributed),
+    a relational model's scores in chunks of users x items (`Evaluator.evaluate_model`)."""
+    if model.relational:
+        return evaluator.evaluate_model(model)
+    return evaluator.evaluate(*model.embeddings())
 
 
 # --------------------------------------------------------------------------------------------------- callbacks
@@ -327,8 +367,7 @@ class EvaluationCheckpoint(keras.callbacks.Callback):
             "gor": float(logs.get("gor", np.nan)),
         }
         if self.evaluator is not None:
-            user_vectors, item_vectors = self.model.embeddings()
-            metrics = self.evaluator.evaluate(user_vectors, item_vectors)
+            metrics = evaluate_model(self.evaluator, self.model)
             row.update({k: float(v) for k, v in metrics.items() if k != "users"})
             for k, v in metrics.items():
                 if k != "users":
@@ -539,7 +578,7 @@ def _train(
     eval_every = math.ceil(eval_every / spe) * spe
     num_periods = math.ceil(total_steps / eval_every)
     with strategy.scope():
-        model = build_model(config, n_users, n_items, features, steps_per_execution=spe)
+        model = build_model(config, n_users, n_items, features, steps_per_execution=spe, train=split.train)
 
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(run_dir, "checkpoints"), max_to_keep=2)
@@ -659,7 +698,7 @@ def finish(config, model_dir, model, checkpoint, best_manager, interactions, spl
     test_evaluator = Evaluator(seen, split.test, k=config.k, item_popularity=np.asarray(split.train.sum(0)).ravel())
     if strategy is not None:
         test_evaluator = distribute.evaluator_for(test_evaluator, strategy)
-    test = test_evaluator.evaluate(user_vectors, item_vectors)
+    test = evaluate_model(test_evaluator, model)
     emb_dir = os.path.join(model_dir, "embeddings")
     save_npy_atomic(os.path.join(emb_dir, "user_embeddings.npy"), user_vectors)
     save_npy_atomic(os.path.join(emb_dir, "item_embeddings.npy"), item_vectors)
@@ -674,11 +713,13 @@ def finish(config, model_dir, model, checkpoint, best_manager, interactions, spl
             "steps": int(rows[-1]["step"]) if rows else best_step,
             "train_seconds": float(rows[-1]["train_seconds"]) if rows else 0.0,
             "pairs_per_sec": float(np.median([r["pairs_per_sec"] for r in rows])) if rows else 0.0,
+            # full ranking of every test user (the first call includes tracing)
+            "test_eval_seconds": float(getattr(test_evaluator, "last_seconds", float("nan"))),
             "valid": {k: v for k, v in best_row.items() if "@" in k or k == "mmr"},
         }
     )
     users = recommendation_users(split.test, RECOMMENDATION_USERS, config.seed)
-    scores = distance_scores(user_vectors, item_vectors)
+    scores = model_scores(model, split.train.shape[1])
     write_recommendations(os.path.join(model_dir, "recommendations.npz"), scores, split, users, config.k)
     write_json_atomic(os.path.join(model_dir, "results.json"), results)
     return results

@@ -10,7 +10,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, "notebooks", "*.ipynb")))
 RUN_NOTEBOOKS = [p for p in NOTEBOOKS if os.path.basename(p)[:2] in ("01", "02", "03", "04", "05")]
 FIXTURES = os.path.join(ROOT, "notebooks", "fixtures")
-ENV = ("CML_TF_RESULTS", "CML_TF_RUNS", "CML_TF_RUN", "CML_TF_FOLD", "CML_TF_COLD_START", "CML_TF_SIDE_INFO")
+ENV = (
+    "CML_TF_RESULTS",
+    "CML_TF_RUNS",
+    "CML_TF_RUN",
+    "CML_TF_FOLD",
+    "CML_TF_HLR",
+    "CML_TF_COLD_START",
+    "CML_TF_SIDE_INFO",
+)
 
 
 def execute(path, monkeypatch, **env):
@@ -42,7 +50,7 @@ def outputs(nb) -> str:
 
 def test_there_are_notebooks_and_a_fixture():
     names = {os.path.basename(p) for p in NOTEBOOKS}
-    assert len(NOTEBOOKS) >= 7 and {"06_stage2_sweep.ipynb", "08_side_info.ipynb"} <= names
+    assert len(NOTEBOOKS) >= 8 and {"06_stage2_sweep.ipynb", "07_models.ipynb", "08_side_info.ipynb"} <= names
     assert os.path.exists(os.path.join(FIXTURES, "results", "results.csv"))
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(FIXTURES) for f in fs)
     assert size < 1_000_000, f"the notebook fixture is {size:,} bytes; keep it under 1 MB"
@@ -63,6 +71,7 @@ def test_notebook_runs_on_the_fixture(path, monkeypatch):
         path,
         monkeypatch,
         CML_TF_SWEEP=os.path.join(FIXTURES, "stage2_sweep"),
+        CML_TF_HLR=os.path.join(FIXTURES, "hlr_table"),
         CML_TF_COLD_START=os.path.join(FIXTURES, "cold_start"),
         CML_TF_SIDE_INFO=os.path.join(FIXTURES, "side_info"),
     )

@@ -141,3 +141,19 @@ def test_make_split_and_validate():
     bad = Split(m, m, sp.csr_matrix(m.shape, dtype=np.float32))
     with pytest.raises(DataError, match="share"):
         bad.validate()
+
+
+def test_fo_split_draws_interactions_at_random_in_the_reference_proportions():
+    from cml_tf.splits import fo_split
+
+    rng = np.random.default_rng(3)
+    m = sp.csr_matrix((rng.random((50, 40)) < 0.3).astype(np.float32))
+    split = fo_split(m, test_fraction=0.2, valid_fraction=0.1, seed=7)
+    split.validate()  # disjoint, binary, same shape
+    total = split.train + split.valid + split.test
+    assert (total != m).nnz == 0  # every interaction in exactly one part
+    assert split.test.nnz == round(0.2 * m.nnz)
+    assert split.valid.nnz == round(0.1 * (m.nnz - split.test.nnz))
+    again = fo_split(m, seed=7)
+    assert (again.test != split.test).nnz == 0
+    assert (fo_split(m, seed=8).test != split.test).nnz > 0
