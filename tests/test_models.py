@@ -324,11 +324,18 @@ def test_cli_trains_each_model_resumes_after_kill(name, tmp_path):
         "--verbose=0",
     ]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.Popen([sys.executable, "-m", "cml_tf.train", *args], cwd=ROOT, env=env, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cml_tf.train", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     metrics = os.path.join(model_dir, "metrics.csv")
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        if os.path.exists(metrics) and len(training.read_metrics_csv(metrics)) >= 1:
+        # two rows: the first validation's checkpoint (written just after its metrics.csv row) exists
+        if os.path.exists(metrics) and len(training.read_metrics_csv(metrics)) >= 2:
             break
         time.sleep(0.1)
     killed = proc.poll() is None
