@@ -67,7 +67,8 @@ def fail(message: str) -> None:
 
 
 def run_command(main, flag_values) -> None:
-    """``absl.app.run(main)`` with a bad flag reported by `fail` (one line, exit code 1) instead of absl's usage."""
+    """``absl.app.run(main)`` with a bad flag or a positional argument reported by `fail` (one line, exit code 1)
+    instead of absl's usage; ``main`` is called without arguments."""
     from absl import app, flags
 
     def parse(argv):
@@ -76,4 +77,9 @@ def run_command(main, flag_values) -> None:
         except flags.Error as e:
             fail(str(e))
 
-    app.run(main, flags_parser=parse)
+    def run(argv):
+        if len(argv) > 1:
+            fail(f"unexpected arguments {argv[1:]}; expected only --flags")
+        return main()
+
+    app.run(run, flags_parser=parse)

@@ -31,13 +31,10 @@ flags.DEFINE_integer("memory_mb", 256, "Bound on the serving score block, in MB.
 FLAGS = flags.FLAGS
 
 
-def _fail(message: str) -> None:
-    console.fail(message)
+_fail = console.fail
 
 
-def main(argv) -> None:
-    if len(argv) > 1:
-        _fail(f"unexpected arguments {argv[1:]}; expected only --flags")
+def main() -> None:
     verbose = FLAGS.verbosity >= 1
     console.setup_logging(verbose)
     try:

@@ -66,8 +66,7 @@ FLAGS = flags.FLAGS
 NAME_WIDTH = 60
 
 
-def _fail(message: str) -> None:
-    console.fail(message)
+_fail = console.fail
 
 
 def _score(x: float) -> float | None:
@@ -233,9 +232,7 @@ def run_query(rec: Recommender, query: str, ids: list[str] | None, stream) -> in
     return len(results)
 
 
-def main(argv) -> None:
-    if len(argv) > 1:
-        _fail(f"unexpected arguments {argv[1:]}; expected only --flags")
+def main() -> None:
     verbose = FLAGS.verbosity >= 1
     console.setup_logging(verbose)
     try:

@@ -25,8 +25,7 @@ flags.DEFINE_enum("format", "table", ["table", "json"], "Output format.")
 FLAGS = flags.FLAGS
 
 
-def _fail(message: str) -> None:
-    console.fail(message)
+_fail = console.fail
 
 
 def format_table(name: str, stats: dict) -> str:
@@ -39,9 +38,7 @@ def format_table(name: str, stats: dict) -> str:
     return head + "\n" + row
 
 
-def main(argv) -> None:
-    if len(argv) > 1:
-        _fail(f"unexpected arguments {argv[1:]}; expected only --flags")
+def main() -> None:
     console.setup_logging(FLAGS.verbosity >= 1)  # notices (e.g. a 0/1 label column) as plain lines on stderr
     try:
         inter = data_flags.load_interactions_from_flags(FLAGS)
