@@ -77,6 +77,21 @@ def clustering_row(model_dir: str, data_path: str, interactions, split) -> dict:
     return {k: out[k] for k in ("ari", "ami", "knn_accuracy", "majority_rate")}
 
 
+def data_config(args, ds: str):
+    """The `Config` of data set ``ds``'s data and split (the stage-2 sweep's: CollMetric's 3:1:1, split seed 1)."""
+    from cml_tf.config import Config
+    from experiments.stage2_sweep import DATASETS
+
+    dataset, path, options = DATASETS[ds]
+    return Config(
+        dataset=dataset,
+        data_path=os.path.abspath(os.path.join(args.data_root, path)),
+        dataset_options=dict(options),
+        split="original",
+        split_seed=1,
+    )
+
+
 def false_negative_rates(args, pairs: int = 50_000) -> list[str]:
     """How often a drawn negative is a held-out (validation or test) positive of the user: uniform vs side_info,
     one negative for each of ``pairs`` seeded training pairs per data set."""
@@ -85,21 +100,12 @@ def false_negative_rates(args, pairs: int = 50_000) -> list[str]:
 
     from cml_tf import datasets, training
     from cml_tf import samplers as S
-    from cml_tf.config import Config
-    from experiments.stage2_sweep import DATASETS
 
     lines = []
     for ds in args.datasets:
-        dataset, path, options = DATASETS[ds]
-        config = Config(
-            dataset=dataset,
-            data_path=os.path.abspath(os.path.join(args.data_root, path)),
-            dataset_options=dict(options),
-            split="original",
-            split_seed=1,
-        )
+        config = data_config(args, ds)
         interactions, split = training.load_data(config)
-        groups = datasets.load_side_info(dataset, config.data_path, interactions).item_groups
+        groups = datasets.load_side_info(config.dataset, config.data_path, interactions).item_groups
         heldout = S.PositiveIndex((split.valid + split.test).tocsr())
         u, i = split.train.nonzero()
         pick = np.random.default_rng(0).choice(u.size, min(u.size, pairs), replace=False)
@@ -150,10 +156,10 @@ def main(argv=None) -> int:
     import pandas as pd
 
     from cml_tf import training
-    from cml_tf.config import DEFAULT_STAGE2_WEIGHT_CAP, Config
+    from cml_tf.config import DEFAULT_STAGE2_WEIGHT_CAP
     from cml_tf.io import write_text_atomic
-    from experiments.stage2_sweep import DATASETS, run_config
     from experiments.stage2_sweep import Run as SweepRun
+    from experiments.stage2_sweep import run_config
 
     os.makedirs(args.out_dir, exist_ok=True)
     command = "python -m experiments.side_info " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -161,14 +167,7 @@ def main(argv=None) -> int:
     data, rows = {}, []
     for i, (ds, sampler, seed) in enumerate(runs, 1):
         if ds not in data:
-            dataset, path, options = DATASETS[ds]
-            base = Config(
-                dataset=dataset,
-                data_path=os.path.abspath(os.path.join(args.data_root, path)),
-                dataset_options=dict(options),
-                split="original",
-                split_seed=1,
-            )
+            base = data_config(args, ds)
             data[ds] = training.load_data(base)
         interactions, split = data[ds]
         cap = DEFAULT_STAGE2_WEIGHT_CAP if sampler == "2stage" else None  # the default 2-stage (λ = 4)
