@@ -56,7 +56,9 @@ class Config:
     initialisation, sampling and validation-user sampling.
     Optimisation: ``optimizer``, ``learning_rate``, ``sparse_updates`` (lazy row-sparse optimizer; False = Keras'
     exact dense one), ``epochs`` (over training pairs) or ``max_steps`` (wins when set).
-    Evaluation: ``eval_every`` steps, ``eval_users`` (a seeded sample of validation users; None = all), ``k``,
+    Evaluation: ``eval_every`` steps, ``eval_users`` (a seeded sample of validation users; None = all),
+    ``test_users`` (a sample of test users seeded by the split's seed, so every model and seed on one split ranks
+    the same users; None = all), ``k``,
     ``early_stopping_patience`` (evaluations without improvement of validation NDCG@k; 0 = never stop early).
     """
 
@@ -109,6 +111,7 @@ class Config:
     # evaluation
     eval_every: int = 1000
     eval_users: int | None = None
+    test_users: int | None = None
     k: int = 50
     early_stopping_patience: int = 0
     seed: int = 0
@@ -191,6 +194,7 @@ class Config:
             (self.max_steps is None or self.max_steps > 0, f"--max_steps must be positive, got {self.max_steps}"),
             (self.eval_every > 0, f"--eval_every must be positive, got {self.eval_every}"),
             (self.eval_users is None or self.eval_users > 0, f"--eval_users must be positive, got {self.eval_users}"),
+            (self.test_users is None or self.test_users > 0, f"--test_users must be positive, got {self.test_users}"),
             (self.k > 0, f"--k must be positive, got {self.k}"),
             (self.steps_per_execution > 0, f"--steps_per_execution must be positive, got {self.steps_per_execution}"),
             (self.early_stopping_patience >= 0, "--early_stopping_patience must be >= 0"),

@@ -317,7 +317,8 @@ class Evaluator:
             item_embeddings: [n_items, d], same kinds.
 
         Returns:
-            {"ap", "ndcg", "recall", "precision", "rr", "mmr"} -> [n_eval] float64 and "users" -> [n_eval] int32 ids.
+            {"ap", "ndcg", "recall", "precision", "rr", "rr_sum", "mmr"} -> [n_eval] float64 and "users" ->
+            [n_eval] int32 ids.
         """
         u, v = self._prepare(user_embeddings, item_embeddings)
         return self._collect(
@@ -332,7 +333,8 @@ class Evaluator:
             item_embeddings: [n_items, d], same kinds.
 
         Returns:
-            {f"map@{k}", f"ndcg@{k}", f"recall@{k}", f"precision@{k}", f"mrr@{k}", "mmr": float, "users": int}.
+            {f"map@{k}", f"ndcg@{k}", f"recall@{k}", f"precision@{k}", f"mrr@{k}", f"mrr_sum@{k}", "mmr": float,
+            "users": int}.
         """
         return self._summarise(self.evaluate_per_user(user_embeddings, item_embeddings))
 
@@ -443,23 +445,25 @@ class Evaluator:
 
 def result_dict(mean: dict[str, float], users: int, k: int) -> dict[str, float]:
     """The public result keys from per-metric means (``ap``, ``ndcg``, ``recall``, ``precision``, ``rr``,
-    ``mmr``)."""
+    ``rr_sum``, ``mmr``)."""
     return {
         f"map@{k}": mean["ap"],
         f"ndcg@{k}": mean["ndcg"],
         f"recall@{k}": mean["recall"],
         f"precision@{k}": mean["precision"],
         f"mrr@{k}": mean["rr"],
+        f"mrr_sum@{k}": mean["rr_sum"],
         "mmr": mean["mmr"],
         "users": users,
     }
 
 
 # --------------------------------------------------------------------------------------------------- top-k lists
-def recommendation_users(test: sp.spmatrix, max_users: int, seed: int) -> np.ndarray:
-    """[n] int32 sorted: a seeded sample of up to ``max_users`` of the users with a test item (all if fewer)."""
-    users = np.flatnonzero(np.diff(test.indptr) > 0)
-    if max_users < users.size:
+def sample_users(held_out: sp.spmatrix, max_users: int | None, seed: int) -> np.ndarray:
+    """[n] int32 sorted: a seeded sample of up to ``max_users`` of the users with a held-out (validation or test)
+    item; all of them when ``max_users`` is None or not smaller."""
+    users = np.flatnonzero(np.diff(sp.csr_matrix(held_out).indptr) > 0)
+    if max_users is not None and max_users < users.size:
         users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
     return users.astype(np.int32)
 
@@ -524,6 +528,6 @@ __all__ = [
     "distance_scores",
     "item_chunk",
     "model_scores",
-    "recommendation_users",
+    "sample_users",
     "write_recommendations",
 ]

@@ -17,9 +17,11 @@ Definitions (``r`` is the 1-based rank, ``h_r`` the hit indicator at rank ``r``)
 * NDCG@k = DCG / IDCG, DCG = sum_r h_r / log2(r + 1); IDCG is the DCG of a list with min(|T_u|, k) leading hits.
 * Recall@k = (hits in the top k) / |T_u|.
 * Precision@k = (hits in the top k) / k.
-* MRR@k (the mean over users of ``rr``) as the HLR reference code (deezer/recsys21-hlr) computes it: ``rr`` =
-  sum_r h_r / r over the top k. With one hit it is the usual reciprocal rank; with several it adds theirs (so it
-  can exceed 1), which is what the RecSys 2021 paper's MRR@10 column reports.
+* MRR@k (the mean over users of ``rr``): ``rr`` = 1 / (rank of the first hit in the top k), 0 without a hit; in
+  [0, 1].
+* MRR_sum@k (the mean of ``rr_sum``) as the HLR reference code (deezer/recsys21-hlr) computes its "MRR":
+  ``rr_sum`` = sum_r h_r / r over the top k. With one hit it equals ``rr``; with several it adds their reciprocal
+  ranks (so it can exceed 1). It is what the RecSys 2021 paper's MRR@10 column reports.
 * MMR (a popularity-bias measure): for each user the MEDIAN training popularity (interaction count) of the
   user's top-k items (``median_popularity``), then the mean over users.
 
@@ -32,11 +34,11 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-METRIC_NAMES = ("ap", "ndcg", "recall", "precision", "rr")
+METRIC_NAMES = ("ap", "ndcg", "recall", "precision", "rr", "rr_sum")
 
 
 def per_user_metrics(hits, num_relevant, k: int | None = None, dtype=tf.float32) -> dict[str, tf.Tensor]:
-    """AP, NDCG, recall and precision at k for every user.
+    """AP, NDCG, recall, precision and reciprocal ranks at k for every user.
 
     Args:
         hits: [n_users, width] bool/int/float; hits[u, r] = the r-th ranked item (0-based) is a test item of u.
@@ -46,7 +48,8 @@ def per_user_metrics(hits, num_relevant, k: int | None = None, dtype=tf.float32)
         dtype: float dtype of the results (tf.float32 or tf.float64).
 
     Returns:
-        {"ap", "ndcg", "recall", "precision", "rr"} -> [n_users] ``dtype`` tensors; 0 for users with no test items.
+        {"ap", "ndcg", "recall", "precision", "rr", "rr_sum"} -> [n_users] ``dtype`` tensors; 0 for users with no
+        test items (``rr``: the first hit's reciprocal rank; ``rr_sum``: every hit's, added).
     """
     hits = tf.convert_to_tensor(hits)
     if hits.shape.rank is not None and hits.shape.rank != 2:
@@ -83,8 +86,10 @@ def per_user_metrics(hits, num_relevant, k: int | None = None, dtype=tf.float32)
 
     recall = tf.math.divide_no_nan(n_hits, n_rel)
     precision = n_hits / kf
-    rr = tf.reduce_sum(h / ranks, axis=1)
-    return {"ap": ap, "ndcg": ndcg, "recall": recall, "precision": precision, "rr": rr}
+    reciprocal = h / ranks  # [n, width]: 1/r at the hits
+    rr = tf.reduce_max(reciprocal, axis=1)  # the first hit's (1/r decreases with r); 0 without a hit
+    rr_sum = tf.reduce_sum(reciprocal, axis=1)
+    return {"ap": ap, "ndcg": ndcg, "recall": recall, "precision": precision, "rr": rr, "rr_sum": rr_sum}
 
 
 def median_popularity(topk_items, item_popularity, valid=None, dtype=tf.float32) -> tf.Tensor:

@@ -139,6 +139,9 @@ flags.DEFINE_float("epochs", _D.epochs, "Passes over the training pairs (ignored
 flags.DEFINE_integer("max_steps", None, "Training steps (overrides --epochs).")
 flags.DEFINE_integer("eval_every", _D.eval_every, "Validation evaluation (and checkpoint) every N steps.")
 flags.DEFINE_integer("eval_users", None, "Evaluate a seeded sample of this many validation users (default all).")
+flags.DEFINE_integer(
+    "test_users", None, "Test a sample of this many test users, seeded by the split's seed (default all)."
+)
 flags.DEFINE_integer("k", _D.k, "Cut-off of the ranking metrics.")
 flags.DEFINE_integer(
     "early_stopping_patience",
@@ -320,7 +323,17 @@ _HELP_GROUPS = [
     ),
     (
         "Training",
-        ["optimizer", "learning_rate", "sparse_updates", "epochs", "max_steps", "eval_every", "eval_users", "k"],
+        [
+            "optimizer",
+            "learning_rate",
+            "sparse_updates",
+            "epochs",
+            "max_steps",
+            "eval_every",
+            "eval_users",
+            "test_users",
+            "k",
+        ],
         ("early_stopping_patience",),
     ),
     ("Split", ["split", "num_folds", "fold", "valid_fraction", "test_fraction"], ("split_",)),

@@ -47,7 +47,7 @@ import tensorflow as tf
 
 from cml_tf import datasets, distribute
 from cml_tf.config import Config
-from cml_tf.evaluation import Evaluator, model_scores, recommendation_users, write_recommendations
+from cml_tf.evaluation import Evaluator, model_scores, sample_users, write_recommendations
 from cml_tf.features import initialise_items_from_features
 from cml_tf.interactions import Interactions
 from cml_tf.io import save_npy_atomic, write_json_atomic, write_text_atomic
@@ -601,10 +601,7 @@ def _train(
     done_periods = start_step // eval_every
     valid_evaluator = None
     if split.valid.nnz:
-        valid_users = np.flatnonzero(np.diff(split.valid.indptr) > 0)
-        if config.eval_users is not None and config.eval_users < valid_users.size:
-            rng = np.random.default_rng(config.seed)
-            valid_users = np.sort(rng.choice(valid_users, config.eval_users, replace=False))
+        valid_users = sample_users(split.valid, config.eval_users, config.seed)
         valid_evaluator = Evaluator(split.train, split.valid, k=config.k, users=valid_users)
         valid_evaluator = distribute.evaluator_for(valid_evaluator, strategy)
 
@@ -695,7 +692,13 @@ def finish(config, model_dir, model, checkpoint, best_manager, interactions, spl
     best_step = int(model.optimizer.iterations.numpy())
     user_vectors, item_vectors = (np.asarray(t) for t in model.embeddings())
     seen = (split.train + split.valid).tocsr()
-    test_evaluator = Evaluator(seen, split.test, k=config.k, item_popularity=np.asarray(split.train.sum(0)).ravel())
+    test_evaluator = Evaluator(
+        seen,
+        split.test,
+        k=config.k,
+        users=sample_users(split.test, config.test_users, config.split_seed),
+        item_popularity=np.asarray(split.train.sum(0)).ravel(),
+    )
     if strategy is not None:
         test_evaluator = distribute.evaluator_for(test_evaluator, strategy)
     test = evaluate_model(test_evaluator, model)
@@ -718,7 +721,7 @@ def finish(config, model_dir, model, checkpoint, best_manager, interactions, spl
             "valid": {k: v for k, v in best_row.items() if "@" in k or k == "mmr"},
         }
     )
-    users = recommendation_users(split.test, RECOMMENDATION_USERS, config.seed)
+    users = sample_users(split.test, RECOMMENDATION_USERS, config.seed)
     scores = model_scores(model, split.train.shape[1])
     write_recommendations(os.path.join(model_dir, "recommendations.npz"), scores, split, users, config.k)
     write_json_atomic(os.path.join(model_dir, "results.json"), results)

@@ -35,7 +35,7 @@ from collections.abc import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from cml_tf.evaluation import Evaluator
+from cml_tf.evaluation import Evaluator, sample_users
 from cml_tf.io import write_json_atomic
 
 BASELINES = ("popularity", "als", "bpr", "ease")
@@ -277,11 +277,7 @@ def score_function(fitted) -> Callable[[np.ndarray], np.ndarray]:
 
 def validation_users(valid: sp.csr_matrix, eval_users: int | None, seed: int) -> np.ndarray:
     """The validation users CML's training evaluates (same seeded sample as `cml_tf.training.train`)."""
-    users = np.flatnonzero(np.diff(valid.indptr) > 0)
-    if eval_users is not None and eval_users < users.size:
-        rng = np.random.default_rng(seed)
-        users = np.sort(rng.choice(users, eval_users, replace=False))
-    return users
+    return sample_users(valid, eval_users, seed)
 
 
 def run_baseline(
@@ -294,6 +290,8 @@ def run_baseline(
     trials: int = DEFAULT_TRIALS,
     factors: int = DEFAULT_FACTORS,
     eval_users: int | None = None,
+    test_users: int | None = None,
+    test_seed: int = 0,
     seed: int = 0,
     num_threads: int = 2,
     on_fitted: Callable | None = None,
@@ -309,6 +307,9 @@ def run_baseline(
         trials: search budget (number of configurations tried; popularity has none; at most `MAX_TRIALS`).
         factors: latent factors of ALS / BPR.
         eval_users: validation users sampled for tuning (None = all).
+        test_users: test users sampled for the test (None = all), seeded by ``test_seed`` (the split's seed, as
+            `cml_tf.training.train` samples them: the same users as the models' runs on that split).
+        test_seed: see ``test_users``.
         seed: seed of the search and of the models.
         num_threads: implicit's threads.
         on_fitted: called as ``on_fitted(fitted)`` with the final model (e.g. to save recommendations).
@@ -327,6 +328,7 @@ def run_baseline(
         "trials": trials if name in SEARCH_SPACES else 0,
         "factors": factors if name in ("als", "bpr") else None,
         "eval_users": eval_users,
+        **({"test_users": test_users, "test_seed": test_seed} if test_users is not None else {}),
         "seed": seed,
         "search_space": SEARCH_SPACES.get(name),
     }
@@ -383,7 +385,14 @@ def run_baseline(
         fitted = fit(name, train, best_params, factors=factors, seed=seed, num_threads=num_threads)
         fit_seconds = time.perf_counter() - t0
     seen = (split.train + split.valid).tocsr()
-    test_eval = Evaluator(seen, split.test, k=k, item_popularity=item_popularity, scoring="dot")
+    test_eval = Evaluator(
+        seen,
+        split.test,
+        k=k,
+        users=sample_users(split.test, test_users, test_seed),
+        item_popularity=item_popularity,
+        scoring="dot",
+    )
     test = evaluate(test_eval, fitted)
     if on_fitted is not None:
         on_fitted(fitted)

@@ -40,7 +40,7 @@ def main(argv: list[str]) -> int:
 
     name, path, options = DATASETS["ml-100k"]
     interactions = datasets.load(name, path, **options)
-    settings = argparse.Namespace(epochs=1.0, evals=1, eval_users=None, learning_rate=5e-3)
+    settings = argparse.Namespace(epochs=1.0, evals=1, eval_users=None)
     split = training.split_data(run_config(settings, "ml-100k", "cml-uniform", 0, 1), interactions)
     seen = (split.train + split.valid).tocsr()
     print(
@@ -50,7 +50,7 @@ def main(argv: list[str]) -> int:
     )
     print("| model | pairs/s | ms/step | full ranking s | users | chunk |\n|---|---:|---:|---:|---:|---:|")
     for method in args.models.split(","):
-        config = run_config(settings, "ml-100k", method, 0, split.train.nnz)
+        config = run_config(settings, "ml-100k", method, 0, split.train.nnz, 5e-3)
         config = training.fit_to_data(dataclasses.replace(config, steps_per_execution=20).resolved(), split)
         model = training.build_model(config, *split.train.shape, steps_per_execution=20, train=split.train)
         spec = SamplerSpec(config.sampler, config.batch_size, config.num_negatives, config.num_candidates)

@@ -431,7 +431,7 @@ def run(settings: Settings, *, log=print) -> list[dict]:
     """Runs the grid (skipping finished runs) and writes the results; returns the results.csv rows."""
     from cml_tf import datasets, training
     from cml_tf.config import Config
-    from cml_tf.evaluation import recommendation_users, write_recommendations
+    from cml_tf.evaluation import sample_users, write_recommendations
     from experiments import baselines as B
 
     os.makedirs(settings.results_dir, exist_ok=True)
@@ -471,7 +471,7 @@ def run(settings: Settings, *, log=print) -> list[dict]:
     for fold in settings.folds:
         base = Config(split="kfold", num_folds=settings.num_folds, fold=fold, split_seed=settings.seed)
         split = training.split_data(base, interactions)  # depends only on (data, num_folds, fold, split_seed)
-        rec_users = recommendation_users(split.test, settings.rec_users, settings.seed) if settings.rec_users else None
+        rec_users = sample_users(split.test, settings.rec_users, settings.seed) if settings.rec_users else None
 
         for name in settings.baselines:
             run_dir = os.path.join(settings.out_dir, "baselines", name, f"fold{fold}")

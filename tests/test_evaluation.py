@@ -30,7 +30,7 @@ def reference(scores: np.ndarray, train: sp.csr_matrix, test: sp.csr_matrix, k: 
         popularity = np.bincount(train.indices, minlength=n_items)
     if users is None:
         users = range(n_users)
-    per_user = {"map": [], "ndcg": [], "recall": [], "precision": [], "mrr": [], "mmr": []}
+    per_user = {"map": [], "ndcg": [], "recall": [], "precision": [], "mrr": [], "mrr_sum": [], "mmr": []}
     for u in users:
         test_items = set(test.indices[test.indptr[u] : test.indptr[u + 1]].tolist())
         if not test_items:
@@ -41,19 +41,21 @@ def reference(scores: np.ndarray, train: sp.csr_matrix, test: sp.csr_matrix, k: 
         ranked = [i for i in order if s[i] > -np.inf]  # masked items never count
         hits = [i in test_items for i in ranked]
         n_rel = len(test_items)
-        seen, ap, dcg, rr = 0, 0.0, 0.0, 0.0
+        seen, ap, dcg, rr, rr_sum = 0, 0.0, 0.0, 0.0, 0.0
         for r, h in enumerate(hits, start=1):
             if h:
                 seen += 1
                 ap += seen / r
                 dcg += 1 / math.log2(r + 1)
-                rr += 1 / r  # the HLR reference code's MRR: every hit's reciprocal rank
+                rr = rr or 1 / r  # MRR: the first hit's reciprocal rank
+                rr_sum += 1 / r  # the HLR reference code's MRR: every hit's
         idcg = sum(1 / math.log2(r + 1) for r in range(1, min(n_rel, k) + 1))
         per_user["map"].append(ap / min(n_rel, k))
         per_user["ndcg"].append(dcg / idcg)
         per_user["recall"].append(seen / n_rel)
         per_user["precision"].append(seen / k)
         per_user["mrr"].append(rr)
+        per_user["mrr_sum"].append(rr_sum)
         per_user["mmr"].append(float(np.median([popularity[i] for i in ranked])) if ranked else 0.0)
     out = {f"{name}@{k}": float(np.mean(v)) for name, v in per_user.items() if name != "mmr"}
     out["mmr"] = float(np.mean(per_user["mmr"]))
@@ -107,7 +109,8 @@ def test_hand_computed_one_dimension():
     # popularity = train column counts = [1, 0, 0, 0, 0, 0]: every median is 0
     assert got["mmr"] == 0.0
     assert got["users"] == 2
-    assert set(got) == {"map@3", "ndcg@3", "recall@3", "precision@3", "mrr@3", "mmr", "users"}
+    assert got["mrr_sum@3"] == pytest.approx((1 / 2 + 1.0) / 2)  # one hit each: the same as MRR
+    assert set(got) == {"map@3", "ndcg@3", "recall@3", "precision@3", "mrr@3", "mrr_sum@3", "mmr", "users"}
 
 
 def test_training_items_are_masked_even_when_best():

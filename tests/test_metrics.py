@@ -15,16 +15,24 @@ def reference(hits_row, n_rel: int, k: int) -> dict[str, float]:
     """Plain-Python metrics of one user, written from the definitions (ranks past len(hits_row) are misses)."""
     hits_row = [bool(h) for h in hits_row] + [False] * (k - len(hits_row))
     if n_rel == 0:
-        return {"ap": 0.0, "ndcg": 0.0, "recall": 0.0, "precision": 0.0, "rr": 0.0}
-    ap, seen, dcg, rr = 0.0, 0, 0.0, 0.0
+        return {"ap": 0.0, "ndcg": 0.0, "recall": 0.0, "precision": 0.0, "rr": 0.0, "rr_sum": 0.0}
+    ap, seen, dcg, rr, rr_sum = 0.0, 0, 0.0, 0.0, 0.0
     for r, h in enumerate(hits_row, start=1):
         if h:
             seen += 1
             ap += seen / r
             dcg += 1.0 / math.log2(r + 1)
-            rr += 1.0 / r
+            rr = rr or 1.0 / r  # the first hit's
+            rr_sum += 1.0 / r
     idcg = sum(1.0 / math.log2(r + 1) for r in range(1, min(n_rel, k) + 1))
-    return {"ap": ap / min(n_rel, k), "ndcg": dcg / idcg, "recall": seen / n_rel, "precision": seen / k, "rr": rr}
+    return {
+        "ap": ap / min(n_rel, k),
+        "ndcg": dcg / idcg,
+        "recall": seen / n_rel,
+        "precision": seen / k,
+        "rr": rr,
+        "rr_sum": rr_sum,
+    }
 
 
 def as_np(d):
@@ -57,10 +65,13 @@ def test_no_relevant_gives_zero():
     assert [float(per_user[n][1]) for n in metrics.METRIC_NAMES] == [0.0] * len(metrics.METRIC_NAMES)
 
 
-def test_reciprocal_rank_sum_as_the_hlr_reference():
-    # hits at ranks 2 and 3: the reference code's MRR@k adds 1/2 + 1/3; no hit: 0
-    per_user = metrics.per_user_metrics(np.array([[0, 1, 1], [0, 0, 0]], bool), np.array([2, 1]))
-    assert np.asarray(per_user["rr"]) == pytest.approx([1 / 2 + 1 / 3, 0.0])
+def test_reciprocal_ranks_first_hit_and_the_hlr_reference_sum():
+    # hits at ranks 2 and 3: MRR takes the first hit's 1/2; the reference code's MRR (rr_sum) adds 1/2 + 1/3;
+    # one hit at rank 3: both 1/3; no hit: 0
+    hits = np.array([[0, 1, 1], [0, 0, 1], [0, 0, 0]], bool)
+    per_user = metrics.per_user_metrics(hits, np.array([2, 1, 1]))
+    assert np.asarray(per_user["rr"]) == pytest.approx([1 / 2, 1 / 3, 0.0])
+    assert np.asarray(per_user["rr_sum"]) == pytest.approx([1 / 2 + 1 / 3, 1 / 3, 0.0])
 
 
 def test_short_list_with_larger_k():
