@@ -29,6 +29,7 @@ naming the step.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -500,8 +501,6 @@ def train(
     """
     config = config.resolved()
     config.validate()
-    if verbose is None:
-        verbose = 1 if sys.stdout.isatty() else 2
     # first: the multi-worker strategy configures the runtime, which must happen before other TensorFlow work
     strategy = distribute.make_strategy(config.strategy)
     replicas = strategy.num_replicas_in_sync
@@ -509,23 +508,36 @@ def train(
         raise ValueError(f"--batch_size={config.batch_size} must be divisible by the {replicas} replicas")
     interactions, split = data if data is not None else load_data(config)
     config = fit_to_data(config, split)  # before the run directory: what cannot work fails here
-    # Only the chief writes model_dir; other workers write a temporary copy (Keras' multi-worker pattern).
-    chief = distribute.is_chief(strategy)
-    run_dir = distribute.write_dir(model_dir, strategy)
-    if not chief and os.path.isdir(run_dir):
-        shutil.rmtree(run_dir)
-    results_path = os.path.join(model_dir, "results.json")
-    finished = os.path.exists(results_path) and not overwrite
-    distribute.agree(strategy, [finished], "whether the run in --model_dir is finished")
-    if finished:
-        if chief:
-            _prepare_run_dir(config, run_dir, False)  # refuses a different config
-        with open(results_path, encoding="utf-8") as f:
-            results = json.load(f)
-        log.info("%s: already finished; results: %s", model_dir, summary_line(results, config.k))
+    run = RunPlace(model_dir, strategy, overwrite)
+    results = run.finished_results(config)
+    if results is not None:
         return results
+    stream = training_stream(config, interactions, split, replicas)
+    features = item_features(config, interactions)
+    with run.prepared(config):
+        keras.utils.set_random_seed(config.seed)
+        schedule = Schedule.of(config, split.train.nnz)
+        with strategy.scope():
+            spe = schedule.steps_per_execution
+            model = build_model(config, *split.train.shape, features, steps_per_execution=spe, train=split.train)
+        state = run.restore(model, schedule)
+        callbacks = training_callbacks(config, schedule, run, state, split, strategy, default_verbose(verbose))
+        if state.start_step < schedule.total_steps and not _patience_exhausted(state.rows, config):
+            distributed = strategy if config.strategy != "default" else None
+            fit_periods(model, stream, schedule, state.start_step, callbacks, strategy=distributed)
+        return run.finish(config, model, state, interactions, split)
 
-    # One stream at the GLOBAL batch size; distributed, each replica gets its slice of every global batch.
+
+def default_verbose(verbose: int | None) -> int:
+    """``verbose``, or 1 (a progress bar) when stdout is a terminal and 2 (a line per period) when not."""
+    if verbose is not None:
+        return verbose
+    return 1 if sys.stdout.isatty() else 2
+
+
+def training_stream(config: Config, interactions: Interactions, split: Split, replicas: int = 1) -> TrainingStream:
+    """The run's batch stream at the GLOBAL batch size (distributed, each replica gets its slice of every batch,
+    and a 2-stage run gives every replica its own stage-1 candidates)."""
     spec = SamplerSpec(
         sampler=config.sampler,
         batch_size=config.batch_size,
@@ -534,148 +546,214 @@ def train(
         beta=config.beta,
         popularity_smoothing=config.popularity_smoothing,
     )
-    # a distributed 2-stage run gives every replica its own stage-1 candidate set
     groups = None
     if config.sampler == "side_info":  # genres (MovieLens) or tags (citeulike-t): cml_tf.side_info
         groups = datasets.load_side_info(config.dataset, config.data_path, interactions).item_groups
-    stream = TrainingStream(split.train, spec, seed=config.seed, candidate_groups=replicas, item_groups=groups)
-    features = item_features(config, interactions)
-
-    existed = os.path.isdir(run_dir)
-    _prepare_run_dir(config, run_dir, overwrite or not chief)
-    try:
-        return _train(
-            config, model_dir, run_dir, chief, overwrite, strategy, interactions, split, stream, features, verbose
-        )
-    except BaseException:
-        # a run that stopped before its first checkpoint is no run: leave no config.json claiming the directory
-        if chief and not run_started(run_dir):
-            _remove_run_files(run_dir)
-            if not existed and os.path.isdir(run_dir) and not os.listdir(run_dir):
-                os.rmdir(run_dir)
-        raise
+    return TrainingStream(split.train, spec, seed=config.seed, candidate_groups=replicas, item_groups=groups)
 
 
-def _train(
-    config, model_dir, run_dir, chief, overwrite, strategy, interactions, split, stream, features, verbose
-) -> dict:
-    """`train` once the run directory is prepared."""
-    keras.utils.set_random_seed(config.seed)
-    n_users, n_items = interactions.n_users, interactions.n_items
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """How a run's steps are cut: ``total_steps`` in periods of ``eval_every`` steps (a validation and a
+    checkpoint after each), run ``steps_per_execution`` at a time (a divisor of ``eval_every``)."""
+
+    total_steps: int
+    eval_every: int
+    steps_per_execution: int
+
+    @property
+    def num_periods(self) -> int:
+        return math.ceil(self.total_steps / self.eval_every)
+
+    @classmethod
+    def of(cls, config: Config, pairs: int) -> Schedule:
+        """The schedule of ``config`` over ``pairs`` training pairs (``max_steps`` or ``epochs`` passes)."""
+        total_steps = config.max_steps or math.ceil(config.epochs * pairs / config.batch_size)
+        eval_every = min(config.eval_every, total_steps)
+        spe = min(config.steps_per_execution, eval_every)
+        if config.strategy != "default" and spe > 1:
+            # Keras 3 runs steps 2.. of an execution inside a tf.cond, where the merge_call of the gradient
+            # all-reduce fails ("You must feed a value for placeholder tensor", keras-team/keras#19246): one step.
+            log.info("--strategy=%s: --steps_per_execution=%d ignored (Keras 3 supports only 1)", config.strategy, spe)
+            spe = 1
+        # Keras runs whole executions: prefer the largest divisor of eval_every, else round eval_every up
+        divisor = max(d for d in range(1, spe + 1) if eval_every % d == 0)
+        if 2 * divisor >= spe:
+            spe = divisor
+        return cls(total_steps, math.ceil(eval_every / spe) * spe, spe)
+
+
+@dataclasses.dataclass
+class RunState:
+    """What a run resumes from: its checkpoint and managers, the step, and the metrics rows up to that step."""
+
+    checkpoint: tf.train.Checkpoint
+    manager: tf.train.CheckpointManager
+    best_manager: tf.train.CheckpointManager
+    start_step: int
+    rows: list
+
+
+class RunPlace:
+    """Where a run lives: ``model_dir`` for the chief; other workers of a multi-worker strategy write a temporary
+    copy (Keras' multi-worker pattern) and every worker resumes from the chief's checkpoints."""
+
+    def __init__(self, model_dir: str, strategy, overwrite: bool):
+        self.model_dir, self.strategy, self.overwrite = model_dir, strategy, overwrite
+        self.chief = distribute.is_chief(strategy)
+        self.run_dir = distribute.write_dir(model_dir, strategy)
+        if not self.chief and os.path.isdir(self.run_dir):
+            shutil.rmtree(self.run_dir)
+
+    def finished_results(self, config: Config) -> dict | None:
+        """The results of a finished run in ``model_dir`` (refusing a different config), else None."""
+        path = os.path.join(self.model_dir, "results.json")
+        finished = os.path.exists(path) and not self.overwrite
+        distribute.agree(self.strategy, [finished], "whether the run in --model_dir is finished")
+        if not finished:
+            return None
+        if self.chief:
+            _prepare_run_dir(config, self.run_dir, False)  # refuses a different config
+        with open(path, encoding="utf-8") as f:
+            results = json.load(f)
+        log.info("%s: already finished; results: %s", self.model_dir, summary_line(results, config.k))
+        return results
+
+    @contextlib.contextmanager
+    def prepared(self, config: Config):
+        """Writes config.json (refusing a different started run); a run that stops before its first checkpoint
+        is no run: it leaves no config.json claiming the directory (nor the directory, if it made it)."""
+        existed = os.path.isdir(self.run_dir)
+        _prepare_run_dir(config, self.run_dir, self.overwrite or not self.chief)
+        try:
+            yield
+        except BaseException:
+            if self.chief and not run_started(self.run_dir):
+                _remove_run_files(self.run_dir)
+                if not existed and os.path.isdir(self.run_dir) and not os.listdir(self.run_dir):
+                    os.rmdir(self.run_dir)
+            raise
+
+    def restore(self, model: MetricModel, schedule: Schedule) -> RunState:
+        """The checkpoints of ``model`` + optimizer, restored from the last one when the run resumes (otherwise
+        CML+F starts its items at their feature projection, as CollMetric's optimize() does)."""
+        checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+        manager = tf.train.CheckpointManager(checkpoint, os.path.join(self.run_dir, "checkpoints"), max_to_keep=2)
+        best_manager = tf.train.CheckpointManager(checkpoint, os.path.join(self.run_dir, "best"), max_to_keep=1)
+        start_step = 0
+        resumable = self.chief or not self.overwrite
+        latest = tf.train.latest_checkpoint(os.path.join(self.model_dir, "checkpoints")) if resumable else None
+        if latest:
+            checkpoint.restore(latest).assert_existing_objects_matched()
+            start_step = int(model.optimizer.iterations.numpy())
+            log.info("%s: resuming from step %d of %d", self.model_dir, start_step, schedule.total_steps)
+        elif model.feature_projection is not None:
+            initialise_items_from_features(model)
+            model.refresh_stage2_snapshot()
+        distribute.agree(self.strategy, [start_step], "the step to resume from")
+        metrics_path = os.path.join(self.model_dir, "metrics.csv")
+        rows = [r for r in read_metrics_csv(metrics_path) if r["step"] <= start_step] if latest else []
+        return RunState(checkpoint, manager, best_manager, start_step, rows)
+
+    def finish(self, config: Config, model, state: RunState, interactions, split) -> dict:
+        """Tests the best checkpoint and writes the results (`finish`). Other workers take part in the
+        (collective) test evaluation, keep their final embeddings and drop the rest."""
+        if self.chief:
+            args = (model, state.checkpoint, state.best_manager, interactions, split)
+            return finish(config, self.model_dir, *args, strategy=self.strategy)
+        best_manager = state.best_manager
+        if not best_manager.latest_checkpoint:
+            best_dir = os.path.join(self.model_dir, "best")
+            best_manager = tf.train.CheckpointManager(state.checkpoint, best_dir, max_to_keep=1)
+        args = (model, state.checkpoint, best_manager, interactions, split)
+        results = finish(config, self.run_dir, *args, strategy=self.strategy)
+        distribute.remove_worker_dir(self.run_dir)
+        return results
+
+
+def validation_evaluator(config: Config, split: Split, strategy=None) -> Evaluator | None:
+    """The evaluator of the validation periods (a seeded sample of ``eval_users`` validation users, training
+    items masked; sharded over a ``strategy``'s replicas); None without validation pairs."""
+    if not split.valid.nnz:
+        return None
+    users = sample_users(split.valid, config.eval_users, config.seed)
+    evaluator = Evaluator(split.train, split.valid, k=config.k, users=users)
+    return distribute.evaluator_for(evaluator, strategy) if strategy is not None else evaluator
+
+
+def training_callbacks(
+    config: Config, schedule: Schedule, run: RunPlace, state: RunState, split: Split, strategy, verbose: int
+) -> list[keras.callbacks.Callback]:
+    """Validation + checkpoints + metrics.csv, TensorBoard, progress (``verbose``) and early stopping."""
     pairs = split.train.nnz
-    total_steps = config.max_steps or math.ceil(config.epochs * pairs / config.batch_size)
-    eval_every = min(config.eval_every, total_steps)
-    spe = min(config.steps_per_execution, eval_every)
-    if config.strategy != "default" and spe > 1:
-        # Keras 3 runs steps 2.. of an execution inside a tf.cond, where the merge_call of the gradient all-reduce
-        # fails ("You must feed a value for placeholder tensor", keras-team/keras#19246): one step per call.
-        log.info("--strategy=%s: --steps_per_execution=%d ignored (Keras 3 supports only 1 here)", config.strategy, spe)
-        spe = 1
-    # Keras runs whole executions: prefer the largest divisor of eval_every, else round eval_every up
-    divisor = max(d for d in range(1, spe + 1) if eval_every % d == 0)
-    if 2 * divisor >= spe:
-        spe = divisor
-    eval_every = math.ceil(eval_every / spe) * spe
-    num_periods = math.ceil(total_steps / eval_every)
-    with strategy.scope():
-        model = build_model(config, n_users, n_items, features, steps_per_execution=spe, train=split.train)
-
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
-    manager = tf.train.CheckpointManager(checkpoint, os.path.join(run_dir, "checkpoints"), max_to_keep=2)
-    best_manager = tf.train.CheckpointManager(checkpoint, os.path.join(run_dir, "best"), max_to_keep=1)
-    start_step = 0
-    # every worker resumes from the chief's checkpoint (a shared file system; on one process: our own)
-    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")) if chief or not overwrite else None
-    if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
-        start_step = int(model.optimizer.iterations.numpy())
-        log.info("%s: resuming from step %d of %d", model_dir, start_step, total_steps)
-    elif model.feature_projection is not None:
-        # CML+F starts every item at its feature projection, as CollMetric's optimize() does
-        initialise_items_from_features(model)
-        model.refresh_stage2_snapshot()
-    distribute.agree(strategy, [start_step], "the step to resume from")
-    metrics_path = os.path.join(model_dir, "metrics.csv")
-    rows = [r for r in read_metrics_csv(metrics_path) if r["step"] <= start_step] if latest else []
-
-    done_periods = start_step // eval_every
-    valid_evaluator = None
-    if split.valid.nnz:
-        valid_users = sample_users(split.valid, config.eval_users, config.seed)
-        valid_evaluator = Evaluator(split.train, split.valid, k=config.k, users=valid_users)
-        valid_evaluator = distribute.evaluator_for(valid_evaluator, strategy)
-
+    evaluator = validation_evaluator(config, split, strategy)
     callbacks: list[keras.callbacks.Callback] = [
         EvaluationCheckpoint(
-            evaluator=valid_evaluator,
+            evaluator=evaluator,
             config=config,
-            model_dir=run_dir,
-            checkpoint=checkpoint,
-            manager=manager,
-            best_manager=best_manager,
-            rows=rows,
+            model_dir=run.run_dir,
+            checkpoint=state.checkpoint,
+            manager=state.manager,
+            best_manager=state.best_manager,
+            rows=state.rows,
             pairs_per_epoch=pairs,
         ),
-        keras.callbacks.TensorBoard(os.path.join(run_dir, "tensorboard"), update_freq="epoch", write_graph=False),
+        keras.callbacks.TensorBoard(os.path.join(run.run_dir, "tensorboard"), update_freq="epoch", write_graph=False),
     ]
     if verbose:
         callbacks.append(
             Progress(
                 verbose,
-                total_steps=total_steps,
-                eval_every=eval_every,
+                total_steps=schedule.total_steps,
+                eval_every=schedule.eval_every,
                 batch_size=config.batch_size,
                 pairs_per_epoch=pairs,
                 epochs=None if config.max_steps else config.epochs,
                 k=config.k,
             )
         )
-    if config.early_stopping_patience and valid_evaluator is not None:
-        monitor = f"val_ndcg@{config.k}"
-        callbacks.append(
-            ResumableEarlyStopping(
-                [r[f"ndcg@{config.k}"] for r in rows if f"ndcg@{config.k}" in r],
-                monitor=monitor,
-                mode="max",
-                patience=config.early_stopping_patience,
-            )
-        )
-    stopped_early = done_periods and config.early_stopping_patience and _patience_exhausted(rows, config)
-    if done_periods < num_periods and not stopped_early:
-        # A finite stream that ends exactly at total_steps: Keras stops the last (shorter) period when the input
-        # runs out, even mid-execution, and still validates at its end, so every run trains exactly total_steps.
-        first = done_periods * eval_every
-        if config.strategy != "default":
-            dataset = distribute.distributed_dataset(strategy, stream, start_step=first, num_steps=total_steps - first)
-        else:
-            dataset = stream.dataset(start_step=first, num_steps=total_steps - first)
-        with warnings.catch_warnings():
-            # the last period may be shorter (the stream ends at total_steps), and the stream is shuffled already
-            warnings.filterwarnings("ignore", message="Your input ran out of data")
-            warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed")
-            model.fit(
-                dataset,
-                epochs=num_periods,
-                initial_epoch=done_periods,
-                steps_per_epoch=eval_every,
-                callbacks=callbacks,
-                verbose=0,  # Progress prints instead: Keras' "Epoch k/n" would count validation periods
-            )
+    if config.early_stopping_patience and evaluator is not None:
+        key = f"ndcg@{config.k}"
+        history = [r[key] for r in state.rows if key in r]
+        patience = config.early_stopping_patience
+        callbacks.append(ResumableEarlyStopping(history, monitor=f"val_{key}", mode="max", patience=patience))
+    return callbacks
 
-    if chief:
-        return finish(config, model_dir, model, checkpoint, best_manager, interactions, split, strategy=strategy)
-    # other workers take part in the (collective) test evaluation, keep their final embeddings, drop the rest
-    if not best_manager.latest_checkpoint:
-        best_manager = tf.train.CheckpointManager(checkpoint, os.path.join(model_dir, "best"), max_to_keep=1)
-    results = finish(config, run_dir, model, checkpoint, best_manager, interactions, split, strategy=strategy)
-    distribute.remove_worker_dir(run_dir)
-    return results
+
+def fit_periods(model, stream: TrainingStream, schedule: Schedule, start_step: int, callbacks, strategy=None) -> None:
+    """`fit` from the period holding ``start_step`` to ``total_steps``, one Keras epoch per validation period
+    (``strategy``: a distributed run's; each replica gets its slice of every global batch).
+
+    A finite stream that ends exactly at total_steps: Keras stops the last (shorter) period when the input runs
+    out, even mid-execution, and still validates at its end, so every run trains exactly total_steps.
+    """
+    done = start_step // schedule.eval_every
+    first = done * schedule.eval_every
+    if strategy is not None:
+        dataset = distribute.distributed_dataset(
+            strategy, stream, start_step=first, num_steps=schedule.total_steps - first
+        )
+    else:
+        dataset = stream.dataset(start_step=first, num_steps=schedule.total_steps - first)
+    with warnings.catch_warnings():
+        # the last period may be shorter (the stream ends at total_steps), and the stream is shuffled already
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed")
+        model.fit(
+            dataset,
+            epochs=schedule.num_periods,
+            initial_epoch=done,
+            steps_per_epoch=schedule.eval_every,
+            callbacks=callbacks,
+            verbose=0,  # Progress prints instead: Keras' "Epoch k/n" would count validation periods
+        )
 
 
 def _patience_exhausted(rows: list[dict], config: Config) -> bool:
+    """Whether early stopping (``early_stopping_patience`` > 0) has ended the run whose metrics rows are ``rows``."""
     key = f"ndcg@{config.k}"
     values = [r[key] for r in rows if key in r]
-    if not values:
+    if not config.early_stopping_patience or not values:
         return False
     best_at = int(np.argmax(values))
     return len(values) - 1 - best_at >= config.early_stopping_patience

@@ -15,7 +15,15 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.path.join(ROOT, "notebooks", "fixtures", "hlr_table")
-ARGS = ["--datasets=synthetic", "--seeds=0,1", "--epochs=2", "--evals=2", "--eval_users=100", "--baseline_trials=1"]
+ARGS = [
+    "--datasets=synthetic",
+    "--seeds=0,1",
+    "--epochs=2",
+    "--evals=2",
+    "--eval_users=100",
+    "--baseline_trials=1",
+    "--learning_rates=5e-3,2e-2",
+]
 
 
 def main() -> None:

@@ -486,3 +486,22 @@ def test_ball_with_covariance_loss_still_clips(tmp_path):
     )
     norms = np.linalg.norm(np.load(tmp_path / "embeddings" / "item_embeddings.npy"), axis=1)
     assert norms.max() <= 1.0 + 1e-5
+
+
+@pytest.mark.parametrize(
+    "fields, want",
+    [
+        # 2 epochs of 1,000 pairs at batch 100: 20 steps; a period of 7 steps runs as one execution of 7
+        ({"epochs": 2.0, "eval_every": 7, "steps_per_execution": 20}, (20, 7, 7, 3)),
+        # the largest divisor of 10 up to 4 is 2 (at least half of 4): executions of 2, periods stay 10
+        ({"epochs": 2.0, "eval_every": 10, "steps_per_execution": 4}, (20, 10, 2, 2)),
+        # 9 has no divisor >= 4 up to 8: executions of 8, the period rounded up to 16
+        ({"epochs": 2.0, "eval_every": 9, "steps_per_execution": 8}, (20, 16, 8, 2)),
+        # max_steps wins over epochs; a period longer than the run is the run
+        ({"max_steps": 5, "eval_every": 50, "steps_per_execution": 20}, (5, 5, 5, 1)),
+    ],
+)
+def test_schedule_cuts_the_run_into_periods_of_whole_executions(fields, want):
+    schedule = training.Schedule.of(Config(batch_size=100, **fields), pairs=1000)
+    got = (schedule.total_steps, schedule.eval_every, schedule.steps_per_execution, schedule.num_periods)
+    assert got == want
