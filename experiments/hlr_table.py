@@ -12,7 +12,8 @@ Protocol (the RecSys 2021 paper's, from its reference code deezer/recsys21-hlr, 
   (``split_seed`` 0) shared by every model and seed;
 * models: the reference's ml-20m configs (``configs/mvlens/10-core/*/fo_*.json``): d = 100, batch 1,000 pairs, one
   uniform negative, Adam, rows clipped to the unit ball, margin per model (`MODELS`), M = 20 memories, P = 50
-  reference items; CML also with the default 2-stage sampler (this repository's, at the same settings); no GOR
+  reference items; CML also with the default 2-stage sampler (this repository's, at the same settings); two
+  controls: CML at the relational models' margin (``cml-margin0.2``) and HLR at CML's (``hlr-margin0.5``); no GOR
   (the reference has none);
 * learning rate, tuned on validation per model: the reference's rates (2e-4 to 7.5e-4, `MODELS`) are for up to
   150k steps on ml-20m and leave every model below popularity at this budget, so the first seed of every
@@ -67,6 +68,8 @@ DATASETS = {
 MODELS = {
     "cml-uniform": {"model": "cml", "sampler": "uniform", "learning_rate": 7.5e-4, "margin": 0.5},
     "cml-2stage": {"model": "cml", "sampler": "2stage", "learning_rate": 7.5e-4, "margin": 0.5},
+    # controls: CML at the margin the reference gives LRML, AttCML and HLR on MovieLens (0.2), HLR at CML's (0.5)
+    "cml-margin0.2": {"model": "cml", "sampler": "uniform", "learning_rate": 7.5e-4, "margin": 0.2},
     "lrml": {"model": "lrml", "sampler": "uniform", "learning_rate": 2e-4, "margin": 0.2, "num_memories": 20},
     "transcf": {"model": "transcf", "sampler": "uniform", "learning_rate": 5e-4, "margin": 0.5},
     "attcml": {"model": "attcml", "sampler": "uniform", "learning_rate": 2e-4, "margin": 0.2, "max_num_prefs": 50},
@@ -79,6 +82,7 @@ MODELS = {
         "num_memories": 20,
     },
 }
+MODELS["hlr-margin0.5"] = {**MODELS["hlr"], "margin": 0.5}
 COMMON = {
     "split": "fo",
     "split_seed": 0,
@@ -396,14 +400,18 @@ def render_markdown(rows: list[dict], screen: list[dict] = ()) -> str:
     return "\n".join(lines)
 
 
-def _merge_csv(path: str, rows: list[dict], datasets: list[str]) -> list[dict]:
-    """``rows`` plus the rows of ``path`` (an earlier invocation's) for the other data sets: each invocation
-    rewrites its own data sets and keeps the rest of the table."""
+def _merge_csv(path: str, rows: list[dict], args) -> list[dict]:
+    """``rows`` plus the rows of ``path`` (earlier invocations') of the other (data set, method) pairs: each
+    invocation rewrites the rows of its own data sets x methods and baselines and keeps the rest of the table."""
+    mine = set(args.methods) | set(args.baselines)
     kept = []
     if os.path.exists(path):
         with open(path, encoding="utf-8", newline="") as f:
-            kept = [r for r in csv.DictReader(f) if r["dataset"] not in datasets]
-    return kept + rows
+            kept = [r for r in csv.DictReader(f) if not (r["dataset"] in args.datasets and r["method"] in mine)]
+    order = [*MODELS, *BASELINES]
+    merged = kept + rows
+    datasets = list(dict.fromkeys(r["dataset"] for r in merged))
+    return sorted(merged, key=lambda r: (datasets.index(r["dataset"]), order.index(r["method"]), int(r["seed"])))
 
 
 def _write_csv(path: str, rows: list[dict]) -> None:
@@ -424,8 +432,8 @@ def write_outputs(args, rows: list[dict]) -> None:
 
     results_csv = os.path.join(args.results_dir, "results.csv")
     screen_csv = os.path.join(args.results_dir, "lr_screen.csv")
-    all_rows = _merge_csv(results_csv, rows, args.datasets)
-    screen = _merge_csv(screen_csv, collect(args, screen=True), args.datasets)
+    all_rows = _merge_csv(results_csv, rows, args)
+    screen = _merge_csv(screen_csv, collect(args, screen=True), args)
     if not all_rows:
         return
     _write_csv(results_csv, all_rows)

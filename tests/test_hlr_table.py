@@ -58,7 +58,20 @@ def test_screen_picks_best_validation_rate_and_lr_from_reuses_it(tmp_path, two_d
     assert {r["test_users"] for r in rows if r["dataset"] == "synthetic2"} == {"40"}
     table = open(os.path.join(res, "hlr_table.md"), encoding="utf-8").read()
     assert "### synthetic\n" in table and "### synthetic2\n" in table and "**" in table
-    assert open(os.path.join(res, "command.txt")).read().count("command: ") == 2
+    assert open(os.path.join(res, "command.txt")).read().count("command: ") == 2  # both invocations
+
+    # an invocation with other methods adds their rows and keeps the rest
+    control = [a for a in args if not a.startswith("--methods")] + ["--methods=cml-margin0.2", "--baselines="]
+    assert hlr_table.cli(["--datasets=synthetic", *control, *dirs]) == 0
+    rows = read_csv(os.path.join(res, "results.csv"))
+    assert {(r["dataset"], r["method"]) for r in rows} == {
+        ("synthetic", "cml-uniform"),
+        ("synthetic", "cml-margin0.2"),
+        ("synthetic", "popularity"),
+        ("synthetic2", "cml-uniform"),
+        ("synthetic2", "popularity"),
+    }
+    assert {r["method"] for r in read_csv(os.path.join(res, "lr_screen.csv"))} == {"cml-uniform", "cml-margin0.2"}
 
     # a finished table trains nothing again
     mtime = os.path.getmtime(os.path.join(out, "synthetic", "cml-uniform", best, "seed1", "results.json"))
