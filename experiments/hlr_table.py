@@ -108,7 +108,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--epochs", type=float, default=10.0, help="passes over the training pairs, for every model")
     p.add_argument(
         "--learning_rates",
-        default="1e-3,5e-3,2e-2",
+        default="2.5e-4,1e-3,5e-3,2e-2",
         help="Adam rates screened per model on the first seed's validation (0: each model's reference rate)",
     )
     p.add_argument("--lr_from", default=None, help="take every model's rate chosen on this data set (no screen)")
@@ -186,15 +186,17 @@ def run_dir_of(args, dataset: str, method: str, seed: int, rate: float) -> str:
 
 def chosen_rate(args, dataset: str, method: str) -> float | None:
     """The rate of ``--learning_rates`` whose first-seed run has the best validation NDCG@10 on ``dataset`` (ties:
-    the first); None while one of them has not finished."""
-    scores = []
+    the first), among those that finished (`run` finishes them all before it chooses; a control may have run at
+    fewer rates); None when none has."""
+    best, best_score = None, -np.inf
     for rate in args.learning_rates:
         path = os.path.join(run_dir_of(args, dataset, method, args.seeds[0], rate), "results.json")
-        if not os.path.exists(path):
-            return None
-        with open(path, encoding="utf-8") as f:
-            scores.append(json.load(f).get("valid", {}).get(f"ndcg@{K}", -np.inf))
-    return args.learning_rates[int(np.argmax(scores))]
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                score = json.load(f).get("valid", {}).get(f"ndcg@{K}", -np.inf)
+            if best is None or score > best_score:
+                best, best_score = rate, score
+    return best
 
 
 def run(args, log=print) -> list[dict]:
