@@ -96,6 +96,14 @@ COMMON = {
     "k": K,
 }
 BASELINES = ("popularity", "als", "ease")
+
+
+def method_rank(method: str) -> int:
+    """Where a method sorts in the tables: `MODELS`, then `BASELINES`, then any other (an earlier table's)."""
+    order = [*MODELS, *BASELINES]
+    return order.index(method) if method in order else len(order)
+
+
 METRICS = [f"ndcg@{K}", f"mrr@{K}", f"mrr_sum@{K}", f"map@{K}", f"recall@{K}", f"precision@{K}", "mmr"]
 
 
@@ -353,7 +361,6 @@ def _cell(values, digits: int) -> str:
 def render_markdown(rows: list[dict], screen: list[dict] = ()) -> str:
     """One table per data set: test metrics mean ± std over seeds, the rate, then time (training s, pairs/s, test
     eval s); then the learning-rate screen (validation NDCG@10 of the first seed at every rate)."""
-    order = [*MODELS, *BASELINES]
     lines = []
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         mine = [r for r in rows if r["dataset"] == dataset]
@@ -366,7 +373,7 @@ def render_markdown(rows: list[dict], screen: list[dict] = ()) -> str:
             "| method | lr | seeds | " + " | ".join(METRICS) + " | train s | pairs/s | test eval s |",
             "|---|---:|---:|" + "---:|" * (len(METRICS) + 3),
         ]
-        for method in sorted(dict.fromkeys(r["method"] for r in mine), key=lambda m: order.index(m)):
+        for method in sorted(dict.fromkeys(r["method"] for r in mine), key=method_rank):
             runs = [r for r in mine if r["method"] == method]
             cells = [_cell([float(r[m]) for r in runs], 1 if m == "mmr" else 4) for m in METRICS]
             times = [_finite_mean([r[c] for r in runs]) for c in ("train_seconds", "pairs_per_sec")]
@@ -388,7 +395,7 @@ def render_markdown(rows: list[dict], screen: list[dict] = ()) -> str:
                 "| method | " + " | ".join(f"{r:g}" for r in rates) + " |",
                 "|---|" + "---:|" * len(rates),
             ]
-            for method in sorted(dict.fromkeys(r["method"] for r in tried), key=lambda m: order.index(m)):
+            for method in sorted(dict.fromkeys(r["method"] for r in tried), key=method_rank):
                 cells = []
                 for rate in rates:
                     hit = [r for r in tried if r["method"] == method and float(r["lr"]) == rate]
@@ -410,10 +417,9 @@ def _merge_csv(path: str, rows: list[dict], args) -> list[dict]:
     if os.path.exists(path):
         with open(path, encoding="utf-8", newline="") as f:
             kept = [r for r in csv.DictReader(f) if not (r["dataset"] in args.datasets and r["method"] in mine)]
-    order = [*MODELS, *BASELINES]
     merged = kept + rows
     datasets = list(dict.fromkeys(r["dataset"] for r in merged))
-    return sorted(merged, key=lambda r: (datasets.index(r["dataset"]), order.index(r["method"]), int(r["seed"])))
+    return sorted(merged, key=lambda r: (datasets.index(r["dataset"]), method_rank(r["method"]), int(r["seed"])))
 
 
 def _write_csv(path: str, rows: list[dict]) -> None:

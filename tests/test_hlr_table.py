@@ -49,6 +49,10 @@ def test_screen_picks_best_validation_rate_and_lr_from_reuses_it(tmp_path, two_d
     screen = read_csv(os.path.join(res, "lr_screen.csv"))
     assert {(r["lr"], r["chosen"]) for r in screen} == {("0.0", "False"), ("0.05", "True")}
 
+    # a row of a method this version does not know (an earlier table's) is kept and sorted last
+    with open(os.path.join(res, "results.csv"), "a", encoding="utf-8") as f:
+        f.write("synthetic,retired-model,0,0.01,runs/x,0.1,0.1,0.1,0.1,0.1,0.1,1.0,0.1,1,1,1,1,10,model\n")
+
     # another data set with the rate chosen on the first one, a sample of 40 test users (models and baselines)
     args2 = [*ARGS, "--learning_rates=0,0.05", "--lr_from=synthetic", "--test_users=40", "--baselines=popularity"]
     assert hlr_table.cli(["--datasets=synthetic2", *args2, *dirs]) == 0
@@ -64,7 +68,9 @@ def test_screen_picks_best_validation_rate_and_lr_from_reuses_it(tmp_path, two_d
     control = [a for a in args if not a.startswith("--methods")] + ["--methods=cml-margin0.2", "--baselines="]
     assert hlr_table.cli(["--datasets=synthetic", *control, *dirs]) == 0
     rows = read_csv(os.path.join(res, "results.csv"))
+    assert [r["method"] for r in rows if r["dataset"] == "synthetic"][-1] == "retired-model"
     assert {(r["dataset"], r["method"]) for r in rows} == {
+        ("synthetic", "retired-model"),
         ("synthetic", "cml-uniform"),
         ("synthetic", "cml-margin0.2"),
         ("synthetic", "popularity"),
