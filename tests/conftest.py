@@ -17,3 +17,21 @@ def shared_data():
     if not os.path.isdir(SHARED_DATA):
         pytest.skip(f"real data not found at {SHARED_DATA} (expected ../shared/data beside the project root)")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """Commands called in-process (e.g. ``hlr_table.cli``) set up cml_tf's logging for a terminal: its own stderr
+    handler and no propagation, which would hide later tests' log lines from ``caplog``. Undo it after each test."""
+    import logging
+
+    names = ("cml_tf", "tensorflow", "absl", "keras")
+    saved = {
+        n: (logging.getLogger(n).handlers[:], logging.getLogger(n).propagate, logging.getLogger(n).level) for n in names
+    }
+    yield
+    for name, (handlers, propagate, level) in saved.items():
+        logger = logging.getLogger(name)
+        logger.handlers[:] = handlers
+        logger.propagate = propagate
+        logger.setLevel(level)

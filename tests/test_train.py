@@ -257,7 +257,9 @@ def test_cli_trains_resumes_after_kill_and_reports(tmp_path):
     import tensorflow as tf
 
     done = int(tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).rsplit("-", 1)[1])
-    assert done in (40, 80)  # the resume point: the last checkpoint (metrics.csv is written just before it)
+    # the resume point: the last checkpoint, at a validation (metrics.csv is written just before it; on an idle
+    # machine the run may pass one or two more validations before the kill lands)
+    assert 40 <= done < 400 and done % 40 == 0
     out = run_cli(*args)
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"{model_dir}: resuming from step {done} of 400" in out.stderr
