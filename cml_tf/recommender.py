@@ -150,7 +150,7 @@ def check_run(model_dir: str) -> None:
         with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
             model = json.load(f).get("model", "cml")
     except (OSError, ValueError, AttributeError):
-        model = "cml"  # unreadable: `_load_config` says so
+        model = "cml"  # unreadable: `load_run_config` says so
     if model != "cml":
         raise RecommendError(
             f"{label} holds a --model={model} run: its score goes through a relation r(u, v), which the embeddings "
@@ -158,7 +158,7 @@ def check_run(model_dir: str) -> None:
         )
 
 
-def _load_config(model_dir: str):
+def load_run_config(model_dir: str):
     """The run's `Config`. Keys this version does not know (a run trained by another cml_tf version) are dropped:
     only the data and split keys matter here, and the rebuilt split is checked against the run's own test metrics
     (see `load_seen`)."""
@@ -213,7 +213,7 @@ def load_seen(
     """
     from cml_tf import training
 
-    config = _load_config(model_dir)
+    config = load_run_config(model_dir)
     fingerprint = _fingerprint(config, user_ids, item_ids)
     shape = (len(user_ids), len(item_ids))
     path = os.path.join(model_dir, "embeddings", SEEN_CACHE)
@@ -432,7 +432,7 @@ class Recommender:
         user_vectors, item_vectors, user_ids, item_ids = (
             np.load(os.path.join(emb, f), allow_pickle=False) for f in EMBEDDING_FILES
         )
-        config = _load_config(model_dir)
+        config = load_run_config(model_dir)
         names = read_item_names(item_names) if item_names else item_names_for_run(config, model_dir, data_path)
 
         def seen_loader():

@@ -20,7 +20,7 @@ Prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import os
 import sys
 
@@ -46,12 +46,11 @@ def diagnose(run_dir: str, pairs: int, seed: int) -> dict:
     import tensorflow as tf
 
     from cml_tf import training
-    from cml_tf.config import Config
     from cml_tf.models import relations as R
+    from cml_tf.recommender import load_run_config, resolve_data_path
 
-    with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
-        saved = json.load(f)
-    config = Config(**{k: v for k, v in saved.items() if k in Config.__dataclass_fields__})
+    config = load_run_config(run_dir)  # tolerant of other versions' keys; data found from the run's directory
+    config = dataclasses.replace(config, data_path=resolve_data_path(config.data_path, run_dir))
     interactions, split = training.load_data(config)
     model = training.build_model(config, *split.train.shape, train=split.train)
     checkpoint = tf.train.Checkpoint(model=model)
