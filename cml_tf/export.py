@@ -16,10 +16,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 
 from absl import flags
 
-from cml_tf import console
-from cml_tf.interactions import DataError
-from cml_tf.recommender import SEEN_CHOICES, Recommender, RecommendError
-from cml_tf.serving import export_saved_model
+from cml_tf.cli import console
+from cml_tf.data.interactions import DataError
+from cml_tf.serving.recommender import Recommender
+from cml_tf.serving.runs import SEEN_CHOICES, RecommendError
+from cml_tf.serving.saved_model import export_saved_model
 
 flags.DEFINE_string("model_dir", None, "Run directory of a finished `python -m cml_tf.train` run.")
 flags.DEFINE_string("export_dir", None, "Output directory of the SavedModel (e.g. exports/NAME/1 for TF Serving).")

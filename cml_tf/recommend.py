@@ -36,9 +36,11 @@ import tempfile
 
 from absl import flags
 
-from cml_tf import console, retrieval
-from cml_tf.interactions import DataError
-from cml_tf.recommender import SEEN_CHOICES, Ranked, Recommender, RecommendError
+from cml_tf.cli import console
+from cml_tf.data.interactions import DataError
+from cml_tf.serving import retrieval
+from cml_tf.serving.recommender import Ranked, Recommender
+from cml_tf.serving.runs import SEEN_CHOICES, RecommendError
 
 flags.DEFINE_string("model_dir", None, "Run directory of a finished `python -m cml_tf.train` run.")
 flags.DEFINE_list("users", None, "Comma-separated user ids (the data set's own ids).")

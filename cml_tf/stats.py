@@ -17,8 +17,8 @@ import sys
 
 from absl import flags
 
-from cml_tf import console, data_flags
-from cml_tf.interactions import DataError
+from cml_tf.cli import console, data_flags
+from cml_tf.data.interactions import DataError
 
 flags.DEFINE_enum("format", "table", ["table", "json"], "Output format.")
 

@@ -1,7 +1,7 @@
 """Train CML: ``python -m cml_tf.train --dataset=echonest --data_path=... --sampler=2stage``.
 
 With no flags it trains on the embedded synthetic data set (about a minute on 2 CPU cores). Flags only live here;
-they build a `cml_tf.config.Config` that `cml_tf.training.train` runs. Run the same command again to resume an
+they build a `cml_tf.training.config.Config` that `cml_tf.training.train` runs. Run the same command again to resume an
 interrupted run from its last checkpoint.
 
 Everything that can be checked runs before TensorFlow is imported (flags, the data file and its filters), and the
@@ -20,10 +20,13 @@ import textwrap
 
 from absl import app, flags
 
-from cml_tf import console, data_flags  # data_flags defines --dataset, --data_path and the filter flags
-from cml_tf.config import MODEL_FIELDS, MODEL_NAMES, PRESETS, REFRESH_NEVER, Config
-from cml_tf.datasets.filters import NothingLeft
-from cml_tf.interactions import DataError
+from cml_tf.cli import (
+    console,  # data_flags defines --dataset, --data_path and the filter flags
+    data_flags,
+)
+from cml_tf.data.interactions import DataError
+from cml_tf.data.loaders.filters import NothingLeft
+from cml_tf.training.config import MODEL_FIELDS, MODEL_NAMES, PRESETS, REFRESH_NEVER, Config
 
 _D = Config()
 
@@ -283,10 +286,12 @@ def main(argv):
         return _error(e)
     console.import_tensorflow(verbose_logs)
     from cml_tf import training
+    from cml_tf.training.data import TooLittleData, split_data
+    from cml_tf.training.outputs import RunError
 
     model_dir = FLAGS.model_dir or default_model_dir(config)
     try:
-        split = training.split_data(config, interactions)
+        split = split_data(config, interactions)
         parts = split.summary()
         where = {
             "kfold": f"kfold, fold {config.fold} of {config.num_folds}",
@@ -301,10 +306,10 @@ def main(argv):
         results = training.train(
             config, model_dir, data=(interactions, split), overwrite=FLAGS.overwrite, verbose=FLAGS.verbose
         )
-    except training.TooLittleData as e:
+    except TooLittleData as e:
         hint = data_flags.filter_hint(config.dataset, config.dataset_options)
         return _error(f"{e}{'; or ' + hint if hint else ''}")
-    except (ValueError, DataError, training.RunError) as e:
+    except (ValueError, DataError, RunError) as e:
         return _error(e)
     except KeyboardInterrupt:
         print(f"interrupted: run the same command to resume {model_dir} (from its last checkpoint)", file=sys.stderr)

@@ -1,6 +1,6 @@
 """Non-metric baselines for Table 2: item popularity, implicit's ALS and BPR, and EASE^R, tuned on the validation split.
 
-Protocol (the same folds and metrics as the CML runs, see `cml_tf.training.finish`):
+Protocol (the same folds and metrics as the CML runs, see `cml_tf.training.outputs.finish`):
 
 * every model is fitted on ``split.train`` only;
 * hyper-parameters are chosen by a seeded random search of ``trials`` configurations (trial 0 is implicit's
@@ -20,8 +20,8 @@ the memory they would need, when they do not fit in the available memory (`ease_
 
 A baseline run directory holds ``config.json`` (everything that determines the result), ``results.json`` (test
 metrics, the chosen ``params``, every trial's parameters and validation metrics, the budget) and
-``recommendations.npz`` (see `cml_tf.evaluation.write_recommendations`). A finished directory (results.json with
-the same config) is not recomputed.
+``recommendations.npz`` (see `cml_tf.evaluation.toplists.write_recommendations`). A finished directory
+(results.json with the same config) is not recomputed.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from collections.abc import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from cml_tf.evaluation import Evaluator, sample_users
+from cml_tf.evaluation.evaluator import Evaluator
+from cml_tf.evaluation.toplists import sample_users
 from cml_tf.io import write_json_atomic
 
 BASELINES = ("popularity", "als", "bpr", "ease")
@@ -300,7 +301,7 @@ def run_baseline(
 
     Args:
         name: "popularity", "als", "bpr" or "ease".
-        split: a `cml_tf.splits.Split`.
+        split: a `cml_tf.data.splits.Split`.
         run_dir: the baseline's run directory for this fold.
         config: what identifies the data (dataset, options, fold...); saved with the search settings in config.json.
         k: metric cut-off.

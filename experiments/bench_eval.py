@@ -66,7 +66,7 @@ def run_eval_benchmark(
         {"users", "items", "d", "k", "batch_size", "setup_s", "first_call_s" (includes tracing),
          "seconds" (a second, warm call), "users_per_s", "ndcg"}.
     """
-    from cml_tf.evaluation import Evaluator
+    from cml_tf.evaluation.evaluator import Evaluator
 
     rng = np.random.default_rng(seed)
     train, test = random_split(n_users, n_items, seed=seed)

@@ -2,7 +2,7 @@
 
 Generates (once; reused while it exists) a realistic Echonest-format file: 1M users (40-hex-char ids, rows
 grouped by user, log-normal activity), 385k songs (``SO`` + 16 characters, Zipf popularity), play counts with
-many 1s (geometric, plus a heavy tail). Then loads it with ``cml_tf.datasets.load('echonest', ...)`` (parse +
+many 1s (geometric, plus a heavy tail). Then loads it with ``cml_tf.data.loaders.load('echonest', ...)`` (parse +
 paper filters + CSR, no cache) in a child process and reports wall time and the child's peak RSS (``ru_maxrss``).
 
     python experiments/bench_load.py                 # 48M rows
@@ -29,9 +29,9 @@ FULL_SONGS = 384_546
 _CHILD = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
-from cml_tf import datasets
+from cml_tf.data import loaders
 t1 = time.perf_counter()
-x = datasets.load("echonest", sys.argv[1], use_cache=False)
+x = loaders.load("echonest", sys.argv[1], use_cache=False)
 t2 = time.perf_counter()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "peak_rss_kb": peak, **x.stats()}))

@@ -26,22 +26,24 @@ def main(argv: list[str]) -> int:
     p.add_argument("--warmup", type=int, default=40)
     args = p.parse_args(argv)
 
-    from cml_tf import console
+    from cml_tf.cli import console
 
     console.setup_logging(False)
     console.import_tensorflow(False)
     warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed")
     import dataclasses
 
-    from cml_tf import datasets, training
-    from cml_tf.evaluation import Evaluator
-    from cml_tf.pipeline import SamplerSpec, TrainingStream
+    from cml_tf.data import loaders
+    from cml_tf.evaluation.evaluator import Evaluator
+    from cml_tf.sampling.pipeline import SamplerSpec, TrainingStream
+    from cml_tf.training.data import fit_to_data, split_data
+    from cml_tf.training.run import build_model
     from experiments.hlr_table import DATASETS, run_config
 
     name, path, options = DATASETS["ml-100k"]
-    interactions = datasets.load(name, path, **options)
+    interactions = loaders.load(name, path, **options)
     settings = argparse.Namespace(epochs=1.0, evals=1, eval_users=None)
-    split = training.split_data(run_config(settings, "ml-100k", "cml-uniform", 0, 1), interactions)
+    split = split_data(run_config(settings, "ml-100k", "cml-uniform", 0, 1), interactions)
     seen = (split.train + split.valid).tocsr()
     print(
         f"ml-100k: {interactions.n_users:,} users x {interactions.n_items:,} items; "
@@ -51,8 +53,8 @@ def main(argv: list[str]) -> int:
     print("| model | pairs/s | ms/step | full ranking s | users | chunk |\n|---|---:|---:|---:|---:|---:|")
     for method in args.models.split(","):
         config = run_config(settings, "ml-100k", method, 0, split.train.nnz, 5e-3)
-        config = training.fit_to_data(dataclasses.replace(config, steps_per_execution=20).resolved(), split)
-        model = training.build_model(config, *split.train.shape, steps_per_execution=20, train=split.train)
+        config = fit_to_data(dataclasses.replace(config, steps_per_execution=20).resolved(), split)
+        model = build_model(config, *split.train.shape, steps_per_execution=20, train=split.train)
         spec = SamplerSpec(config.sampler, config.batch_size, config.num_negatives, config.num_candidates)
         stream = TrainingStream(split.train, spec, seed=0)
         model.fit(stream.dataset(0, args.warmup), epochs=1, steps_per_epoch=args.warmup, verbose=0)

@@ -8,7 +8,7 @@ Usage::
 Tables are synthetic unit vectors (the sphere geometry of a trained model): ``clustered`` (default) draws items
 and queries around 1,024 random centres (``normalize(centre + sigma * N(0, I/d))``, sigma = 1: cosine to its centre
 about 0.7), which resembles trained embeddings; ``uniform`` draws them uniformly on the sphere, the hardest case for
-an approximate index (no structure to exploit). The exact baseline is `cml_tf.retrieval.ExactIndex`, the batched
+an approximate index (no structure to exploit). The exact baseline is `cml_tf.serving.retrieval.ExactIndex`, the batched
 brute force `python -m cml_tf.recommend --index=exact` uses; the approximate ones are `FaissIndex`, which also
 re-scores their candidates exactly, as `recommend` does. Queries/s are medians over ``--repeats`` timings of the
 whole query set (searched as one batch); speed-ups are ratios of medians within the same run. Recall@50 = mean over
@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from cml_tf.retrieval import ExactIndex, FaissIndex, default_nlist  # noqa: E402
+from cml_tf.serving.retrieval import ExactIndex, FaissIndex, default_nlist  # noqa: E402
 
 K = 50
 

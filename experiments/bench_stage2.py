@@ -47,8 +47,8 @@ def main(argv=None) -> None:
     import numpy as np
     import tensorflow as tf
 
-    from cml_tf import samplers as after
-    from cml_tf.config import Config
+    from cml_tf.sampling import two_stage as after
+    from cml_tf.training.config import Config
 
     before = load_samplers_at(args.before)
     rng = np.random.default_rng(0)

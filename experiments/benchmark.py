@@ -55,9 +55,9 @@ def time_training(train, sampler, batch_size, num_negatives, steps, repeats, den
     import keras
 
     warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed")
-    from cml_tf.config import Config
-    from cml_tf.pipeline import SamplerSpec, TrainingStream
-    from cml_tf.training import build_model
+    from cml_tf.sampling.pipeline import SamplerSpec, TrainingStream
+    from cml_tf.training.config import Config
+    from cml_tf.training.run import build_model
 
     config = Config(
         sampler=sampler, batch_size=batch_size, num_negatives=num_negatives, sparse_updates=not dense

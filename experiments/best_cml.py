@@ -114,7 +114,7 @@ def parse_args(argv=None):
 
 
 def run_config(data_path: str, overrides: dict, fold: int, pairs: int):
-    from cml_tf.config import Config
+    from cml_tf.training.config import Config
 
     steps = max(1, math.ceil(pairs / BATCH_SIZE))
     return Config(
@@ -155,14 +155,15 @@ class Runner:
         self.splits: dict[int, object] = {}
 
     def split(self, fold: int):
-        from cml_tf import datasets, training
-        from cml_tf.config import Config
+        from cml_tf.data import loaders
+        from cml_tf.training.config import Config
+        from cml_tf.training.data import split_data
 
         if self.data is None:
-            self.data = datasets.load("citeulike", self.args.data_path)
+            self.data = loaders.load("citeulike", self.args.data_path)
         if fold not in self.splits:
             base = Config(split="kfold", num_folds=4, fold=fold, split_seed=0)
-            self.splits[fold] = training.split_data(base, self.data)
+            self.splits[fold] = split_data(base, self.data)
         return self.splits[fold]
 
     def run(self, phase: str, name: str, fold: int, pairs: int, report_only: bool) -> dict | None:

@@ -4,7 +4,7 @@ ALS fold-in, scored on held-out users against the number n of interactions they 
     python -m experiments.cold_start --dataset=movielens --data_path=../shared/data/ml-100k     # ~3-5 min, 2 cores
     python -m experiments.cold_start --dataset=movielens --data_path=../shared/data/ml-100k --seeds=0,1,2
 
-Protocol and methods: `cml_tf.cold_start`. Per seed: 20% of the users (``--cold_fraction``) are held out; CML is
+Protocol and methods: `cml_tf.models.cold_start`. Per seed: 20% of the users (``--cold_fraction``) are held out; CML is
 trained on the warm users only (the default 2-stage sampler, batch 256, ``--pairs`` training pairs, d = 128; a
 seeded 10% of each warm user's items is the validation set that picks the checkpoint, and the same warm training
 part feeds every method); ALS (implicit, 128 factors) is tuned on that validation set over ``--als_trials``
@@ -73,7 +73,7 @@ def warm_split(split, seed: int):
     import numpy as np
     import scipy.sparse as sp
 
-    from cml_tf.splits import Split
+    from cml_tf.data.splits import Split
 
     m = split.warm_matrix()
     rng = np.random.default_rng([seed, 10])
@@ -96,7 +96,7 @@ def train_cml(args, interactions, split, seed: int):
     import numpy as np
 
     from cml_tf import training
-    from cml_tf.config import Config
+    from cml_tf.training.config import Config
 
     warm = warm_split(split, seed)
     steps = max(1, args.pairs // 256)
@@ -122,7 +122,7 @@ def fit_als(args, warm, seed: int):
     """implicit ALS tuned on the warm validation set (baselines' search), refitted on the warm training part."""
     import numpy as np
 
-    from cml_tf.evaluation import Evaluator
+    from cml_tf.evaluation.evaluator import Evaluator
     from experiments import baselines
 
     users = np.flatnonzero(np.diff(warm.valid.indptr) > 0)
@@ -145,8 +145,8 @@ def method_scorers(args, split, side, warm, user_vectors, item_vectors, als, pop
     """{method: users [b] -> scores [b, n_items]} for the cold users knowing their first ``n`` items."""
     import numpy as np
 
-    from cml_tf import cold_start as CS
-    from cml_tf.evaluation import distance_scores
+    from cml_tf.evaluation.scores import distance_scores
+    from cml_tf.models import cold_start as CS
 
     cold = split.cold
     known = split.first(n)[cold]
@@ -180,8 +180,8 @@ def method_scorers(args, split, side, warm, user_vectors, item_vectors, als, pop
 
 def run_seed(args, interactions, side, timestamps, seed: int) -> list[dict]:
 
-    from cml_tf import cold_start as CS
-    from cml_tf.evaluation import Evaluator
+    from cml_tf.evaluation.evaluator import Evaluator
+    from cml_tf.models import cold_start as CS
 
     split = CS.split_users(interactions.matrix, timestamps, args.cold_fraction, args.ns, seed)
     user_vectors, item_vectors, warm = train_cml(args, interactions, split, seed)
@@ -261,13 +261,13 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import pandas as pd
 
-    from cml_tf import datasets
-    from cml_tf.datasets import movielens
+    from cml_tf.data import loaders
+    from cml_tf.data.loaders import movielens
     from cml_tf.io import write_text_atomic
 
     t0 = time.perf_counter()
-    interactions = datasets.load("movielens", args.data_path)
-    side = datasets.load_side_info("movielens", args.data_path, interactions)
+    interactions = loaders.load("movielens", args.data_path)
+    side = loaders.load_side_info("movielens", args.data_path, interactions)
     if side.user_features is None:
         print(f"error: {args.data_path}: no u.user beside the ratings: cold start needs user features", file=sys.stderr)
         return 2

@@ -161,7 +161,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def run_config(args, dataset: str, method: str, seed: int, train_pairs: int, learning_rate: float = 0.0):
     """The Config of one run: `COMMON`, the method's fields, equal pairs, ``evals`` validations; the method's
     reference rate unless ``learning_rate`` > 0."""
-    from cml_tf.config import Config
+    from cml_tf.training.config import Config
 
     name, path, options = DATASETS[dataset]
     steps = int(np.ceil(args.epochs * train_pairs / COMMON["batch_size"]))
@@ -213,7 +213,9 @@ def run(args, log=print) -> list[dict]:
     Per (dataset, method): the first seed at every rate of ``--learning_rates`` (the screen; or the rate chosen on
     ``--lr_from``), then the other seeds at the rate chosen on validation.
     """
-    from cml_tf import datasets, training
+    from cml_tf import training
+    from cml_tf.data import loaders
+    from cml_tf.training.data import split_data
     from experiments import baselines as B
 
     os.makedirs(args.results_dir, exist_ok=True)
@@ -249,8 +251,8 @@ def run(args, log=print) -> list[dict]:
 
     for dataset in args.datasets:
         name, path, options = DATASETS[dataset]
-        interactions = datasets.load(name, path, **options)
-        split = training.split_data(run_config(args, dataset, "cml-uniform", 0, 1), interactions)
+        interactions = loaders.load(name, path, **options)
+        split = split_data(run_config(args, dataset, "cml-uniform", 0, 1), interactions)
         parts = split.summary()
         log(
             f"{dataset}: {interactions.n_users:,} users x {interactions.n_items:,} items, {interactions.nnz:,} pairs; "
@@ -480,7 +482,7 @@ def write_command(args) -> None:
 
 def cli(argv: list[str]) -> int:
     args = parse_args(argv)
-    from cml_tf import console
+    from cml_tf.cli import console
 
     console.setup_logging(False)
     console.import_tensorflow(False)

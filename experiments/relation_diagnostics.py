@@ -45,14 +45,15 @@ def diagnose(run_dir: str, pairs: int, seed: int) -> dict:
     """The diagnostics of one run directory (see the module docstring)."""
     import tensorflow as tf
 
-    from cml_tf import training
     from cml_tf.models import relations as R
-    from cml_tf.recommender import load_run_config, resolve_data_path
+    from cml_tf.serving.runs import load_run_config, resolve_data_path
+    from cml_tf.training.data import load_data
+    from cml_tf.training.run import build_model
 
     config = load_run_config(run_dir)  # tolerant of other versions' keys; data found from the run's directory
     config = dataclasses.replace(config, data_path=resolve_data_path(config.data_path, run_dir))
-    interactions, split = training.load_data(config)
-    model = training.build_model(config, *split.train.shape, train=split.train)
+    interactions, split = load_data(config)
+    model = build_model(config, *split.train.shape, train=split.train)
     checkpoint = tf.train.Checkpoint(model=model)
     checkpoint.restore(tf.train.latest_checkpoint(os.path.join(run_dir, "best"))).expect_partial()
     test = split.test.tocoo()
@@ -94,7 +95,7 @@ def main(argv: list[str]) -> int:
     missing = [d for d in args.run_dirs if not os.path.exists(os.path.join(d, "results.json"))]
     if missing:
         p.error(f"not a finished run (no results.json): {', '.join(missing)}")
-    from cml_tf import console
+    from cml_tf.cli import console
 
     console.setup_logging(False)
     console.import_tensorflow(False)

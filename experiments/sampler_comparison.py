@@ -37,10 +37,10 @@ UNSUMMED_RUNS = [(name + UNSUMMED, overrides) for name, overrides in DENSE_RUNS]
 
 
 def keras_adam_as_is(name, learning_rate, sparse=True, max_row_norm=None):
-    """`cml_tf.optimizers.make_optimizer`, but Keras 3's own dense Adam (repeated rows not summed)."""
+    """`cml_tf.training.optimizers.make_optimizer`, but Keras 3's own dense Adam (repeated rows not summed)."""
     import keras
 
-    from cml_tf.optimizers import make_optimizer
+    from cml_tf.training.optimizers import make_optimizer
 
     if name == "adam" and not sparse:
         return keras.optimizers.Adam(learning_rate=learning_rate)
@@ -65,8 +65,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
 
     from cml_tf import training
-    from cml_tf.config import Config
     from cml_tf.io import write_text_atomic
+    from cml_tf.training.config import Config
 
     base = Config(
         dataset="citeulike", data_path=os.path.abspath(args.data_path), split="original", split_seed=1, seed=1

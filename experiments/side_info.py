@@ -9,9 +9,10 @@ The setting is the stage-2 sweep's (`experiments.stage2_sweep`: CollMetric's 3:1
 Adam lr 1e-4, batch 256, |N_ij| = 1, C = min(2000, catalog), exactly ``--pairs`` training pairs, ``--evals``
 validations, the best validation checkpoint scored on test); ml-100k keeps ratings >= 4. ``side_info`` draws
 negatives among the items sharing a genre (ml-100k, ``u.item``) or a tag (citeulike-t, tags with >= 5 items) with
-the positive (`cml_tf.samplers.SideInfoSampler`).
+the positive (`cml_tf.sampling.negatives.SideInfoSampler`).
 
-Beside the test metrics, every ml-100k run's item table is scored by genre (`cml_tf.clustering.genre_clustering`:
+Beside the test metrics, every ml-100k run's item table is scored by genre
+(`cml_tf.evaluation.clustering.genre_clustering`:
 k-means with k = the genres present, ARI and AMI against each item's first genre, kNN genre accuracy with k = 10),
 over the items seen in training. citeulike-t's items have thousands of overlapping tags and no single label, so
 they get no clustering score.
@@ -68,9 +69,10 @@ def clustering_row(model_dir: str, data_path: str, interactions, split) -> dict:
     """Genre clustering of a finished ml-100k run's item table, over the items seen in training."""
     import numpy as np
 
-    from cml_tf import clustering, datasets
+    from cml_tf.data import loaders
+    from cml_tf.evaluation import clustering
 
-    side = datasets.load_side_info("movielens", data_path, interactions)
+    side = loaders.load_side_info("movielens", data_path, interactions)
     vectors = np.load(os.path.join(model_dir, "embeddings", "item_embeddings.npy"))
     seen = np.flatnonzero(np.diff(split.train.tocsc().indptr) > 0)
     out = clustering.genre_clustering(vectors, side.first_group(), items=seen, seed=0)
@@ -79,7 +81,7 @@ def clustering_row(model_dir: str, data_path: str, interactions, split) -> dict:
 
 def data_config(args, ds: str):
     """The `Config` of data set ``ds``'s data and split (the stage-2 sweep's: CollMetric's 3:1:1, split seed 1)."""
-    from cml_tf.config import Config
+    from cml_tf.training.config import Config
     from experiments.stage2_sweep import DATASETS
 
     dataset, path, options = DATASETS[ds]
@@ -98,14 +100,15 @@ def false_negative_rates(args, pairs: int = 50_000) -> list[str]:
     import numpy as np
     import tensorflow as tf
 
-    from cml_tf import datasets, training
-    from cml_tf import samplers as S
+    from cml_tf.data import loaders
+    from cml_tf.sampling import negatives as S
+    from cml_tf.training.data import load_data
 
     lines = []
     for ds in args.datasets:
         config = data_config(args, ds)
-        interactions, split = training.load_data(config)
-        groups = datasets.load_side_info(config.dataset, config.data_path, interactions).item_groups
+        interactions, split = load_data(config)
+        groups = loaders.load_side_info(config.dataset, config.data_path, interactions).item_groups
         heldout = S.PositiveIndex((split.valid + split.test).tocsr())
         u, i = split.train.nonzero()
         pick = np.random.default_rng(0).choice(u.size, min(u.size, pairs), replace=False)
@@ -156,8 +159,9 @@ def main(argv=None) -> int:
     import pandas as pd
 
     from cml_tf import training
-    from cml_tf.config import DEFAULT_STAGE2_WEIGHT_CAP
     from cml_tf.io import write_text_atomic
+    from cml_tf.training.config import DEFAULT_STAGE2_WEIGHT_CAP
+    from cml_tf.training.data import load_data
     from experiments.stage2_sweep import Run as SweepRun
     from experiments.stage2_sweep import run_config
 
@@ -168,7 +172,7 @@ def main(argv=None) -> int:
     for i, (ds, sampler, seed) in enumerate(runs, 1):
         if ds not in data:
             base = data_config(args, ds)
-            data[ds] = training.load_data(base)
+            data[ds] = load_data(base)
         interactions, split = data[ds]
         cap = DEFAULT_STAGE2_WEIGHT_CAP if sampler == "2stage" else None  # the default 2-stage (λ = 4)
         run = SweepRun(ds, "side_info", sampler, seed, weight_cap=cap)

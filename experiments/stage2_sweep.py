@@ -171,7 +171,7 @@ def choose_cap(rows: list[dict], caps, tolerance: float):
 
 
 def run_config(run: Run, data_root: str, pairs: int, n_items: int, evals: int):
-    from cml_tf.config import Config
+    from cml_tf.training.config import Config
 
     dataset, path, options = DATASETS[run.dataset]
     steps = pairs // 256
@@ -245,8 +245,8 @@ class Sweep:
 
     def load(self, name: str):
         if name not in self.data:
-            from cml_tf import training
-            from cml_tf.config import Config
+            from cml_tf.training.config import Config
+            from cml_tf.training.data import load_data
 
             dataset, path, options = DATASETS[name]
             base = Config(
@@ -256,7 +256,7 @@ class Sweep:
                 split="original",
                 split_seed=1,
             )
-            self.data[name] = training.load_data(base)
+            self.data[name] = load_data(base)
         return self.data[name]
 
     def execute(self, runs: list[Run], title: str) -> None:

@@ -49,7 +49,7 @@ if __package__ in (None, ""):  # run as a script: python experiments/table2.py
 
 from absl import app, flags  # noqa: E402
 
-from cml_tf import data_flags  # noqa: E402,F401  (defines --dataset, --data_path and the data set options)
+from cml_tf.cli import data_flags  # noqa: E402,F401  (defines --dataset, --data_path and the data set options)
 
 # ------------------------------------------------------------------------------------------------ the grid
 UNIFORM_BATCH_SIZES = (4096, 1024, 256)
@@ -73,7 +73,7 @@ QUICK_PAIRS_PER_RUN = 1_200_000
 QUICK_EVALS_PER_RUN = 5
 QUICK_EVAL_USERS = 1000
 QUICK_LEARNING_RATE = (
-    None  # the Config default: the paper's Adam lr 1e-4 (with the sphere's small init, see cml_tf.config)
+    None  # the Config default: the paper's Adam lr 1e-4 (with the sphere's small init, see cml_tf.training.config)
 )
 QUICK_BASELINE_TRIALS = 8
 
@@ -274,7 +274,7 @@ def settings_from_flags(argv: list[str], fv=FLAGS) -> Settings:
 # ------------------------------------------------------------------------------------------------ configs
 def run_steps(settings: Settings, batch_size: int, train_pairs: int) -> int:
     """Training steps of a run: --max_steps, else pairs_per_run / batch, else epochs (the Config's rule)."""
-    from cml_tf.config import Config
+    from cml_tf.training.config import Config
 
     if settings.max_steps:
         return settings.max_steps
@@ -286,7 +286,7 @@ def run_steps(settings: Settings, batch_size: int, train_pairs: int) -> int:
 
 def cell_config(settings: Settings, cell: Cell, fold: int, train_pairs: int):
     """The `Config` of one CML run."""
-    from cml_tf.config import Config
+    from cml_tf.training.config import Config
 
     values = {
         "dataset": settings.dataset,
@@ -414,7 +414,7 @@ def distance_scores(run_dir: str):
     """users -> -||u - v||^2 from a CML run's saved embeddings (its geometry)."""
     import numpy as np
 
-    from cml_tf.evaluation import distance_scores as scores
+    from cml_tf.evaluation.scores import distance_scores as scores
 
     u = np.load(os.path.join(run_dir, "embeddings", "user_embeddings.npy"))
     v = np.load(os.path.join(run_dir, "embeddings", "item_embeddings.npy"))
@@ -429,14 +429,16 @@ def _fmt(seconds: float) -> str:
 
 def run(settings: Settings, *, log=print) -> list[dict]:
     """Runs the grid (skipping finished runs) and writes the results; returns the results.csv rows."""
-    from cml_tf import datasets, training
-    from cml_tf.config import Config
-    from cml_tf.evaluation import sample_users, write_recommendations
+    from cml_tf import training
+    from cml_tf.data import loaders
+    from cml_tf.evaluation.toplists import sample_users, write_recommendations
+    from cml_tf.training.config import Config
+    from cml_tf.training.data import split_data
     from experiments import baselines as B
 
     os.makedirs(settings.results_dir, exist_ok=True)
     write_command(settings)
-    interactions = datasets.load(
+    interactions = loaders.load(
         settings.dataset,
         settings.data_path,
         cache_dir=settings.cache_dir,
@@ -470,7 +472,7 @@ def run(settings: Settings, *, log=print) -> list[dict]:
 
     for fold in settings.folds:
         base = Config(split="kfold", num_folds=settings.num_folds, fold=fold, split_seed=settings.seed)
-        split = training.split_data(base, interactions)  # depends only on (data, num_folds, fold, split_seed)
+        split = split_data(base, interactions)  # depends only on (data, num_folds, fold, split_seed)
         rec_users = sample_users(split.test, settings.rec_users, settings.seed) if settings.rec_users else None
 
         for name in settings.baselines:

@@ -1,7 +1,7 @@
 """A finished run directory built by hand (no training): string ids, hand-placed embeddings on the unit circle.
 
 The data set is a small CSV (users ``ann``, ``bob``, ``cy``, ``dee``; items ``i0`` .. ``i7``, string ids) and the
-config's split is computed by `cml_tf.training.load_data`, exactly as a trained run's would be. Item ``iN`` sits at
+config's split is computed by `cml_tf.training.data.load_data`, exactly as a trained run's would be. Item ``iN`` sits at
 angle ``N * pi / 8`` on the unit circle (d = 2), so from a point at angle 0 the items rank i0, i1, ..., i7 with
 score ``-||u - v||^2 = -(2 - 2 cos(N pi / 8))``. ``cy`` has a single interaction (``i0``): with two folds a user with
 fewer than two items stays entirely in training, so cy's seen items are exactly {i0}.
@@ -14,10 +14,10 @@ import os
 
 import numpy as np
 
-from cml_tf import training
-from cml_tf.config import Config
-from cml_tf.evaluation import Evaluator
+from cml_tf.evaluation.evaluator import Evaluator
 from cml_tf.io import save_npy_atomic, write_json_atomic
+from cml_tf.training.config import Config
+from cml_tf.training.data import load_data
 
 PAIRS = [
     ("ann", "i0"), ("ann", "i1"), ("ann", "i2"), ("ann", "i5"),
@@ -45,7 +45,7 @@ def make_run(root, name: str = "run", finished: bool = True) -> tuple[str, Confi
         f.writelines(f"{u},{i}\n" for u, i in PAIRS)
     config = Config(dataset="csv", data_path=data, split="kfold", num_folds=2, fold=0, valid_fraction=0.1)
     config = config.resolved()
-    interactions, _ = training.load_data(config, use_cache=False)
+    interactions, _ = load_data(config, use_cache=False)
     model_dir = os.path.join(root, name)
     os.makedirs(os.path.join(model_dir, "embeddings"), exist_ok=True)
     write_json_atomic(os.path.join(model_dir, "config.json"), config.to_dict())
@@ -55,7 +55,7 @@ def make_run(root, name: str = "run", finished: bool = True) -> tuple[str, Confi
     save_npy_atomic(os.path.join(emb, "user_ids.npy"), interactions.user_ids)
     save_npy_atomic(os.path.join(emb, "item_ids.npy"), interactions.item_ids)
     if finished:  # the test metrics training would have written (recommend checks its rebuilt split against them)
-        _, split = training.load_data(config, use_cache=False)
+        _, split = load_data(config, use_cache=False)
         evaluator = Evaluator((split.train + split.valid).tocsr(), split.test, k=config.k)
         users, items = (np.load(os.path.join(emb, f"{t}_embeddings.npy")) for t in ("user", "item"))
         with open(os.path.join(model_dir, "results.json"), "w", encoding="utf-8") as f:
@@ -65,7 +65,7 @@ def make_run(root, name: str = "run", finished: bool = True) -> tuple[str, Confi
 
 def seen_items(config: Config, which: str = "train") -> dict[str, set[str]]:
     """{user: items} the run counts as seen, straight from the split (the reference)."""
-    interactions, split = training.load_data(config, use_cache=False)
+    interactions, split = load_data(config, use_cache=False)
     m = (split.train + split.valid).tocsr() if which == "train" else interactions.matrix
     return {
         str(u): {str(interactions.item_ids[j]) for j in m.indices[m.indptr[r] : m.indptr[r + 1]]}

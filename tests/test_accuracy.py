@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 from cml_tf import training
-from cml_tf.config import Config
-from cml_tf.evaluation import Evaluator
+from cml_tf.evaluation.evaluator import Evaluator
+from cml_tf.training.config import Config
+from cml_tf.training.data import load_data
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +37,7 @@ def test_uniform_cml_on_citeulike_beats_popularity_and_the_original_code(shared_
         max_steps=5000,  # 1.28M pairs
         eval_every=1000,
     )
-    interactions, split = training.load_data(config)
+    interactions, split = load_data(config)
     results = training.train(config, str(tmp_path), data=(interactions, split), verbose=0)
     assert results["valid"]["ndcg@50"] > 0.08  # measured 0.096; deezer 2-stage .0515, uniform@4096 .0380
     assert results["ndcg@50"] > 3 * popularity_ndcg(split)
@@ -48,7 +49,7 @@ def test_synthetic_data_uniform_beats_popularity_and_2stage_beats_random(tmp_pat
     # steps, B=256): uniform test NDCG@50 0.317, popularity 0.151, the default 2stage 0.083 (its hard negatives
     # push popular items away: the same pattern as on citeulike-t, see README), random about 0.01.
     config = Config(sampler="uniform", max_steps=3000, eval_every=1000)
-    interactions, split = training.load_data(config)
+    interactions, split = load_data(config)
     uniform = training.train(config, str(tmp_path / "uniform"), data=(interactions, split), verbose=0)
     assert uniform["ndcg@50"] > 1.5 * popularity_ndcg(split)
     two_stage = training.train(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cml_tf import clustering as C
+from cml_tf.evaluation import clustering as C
 
 metrics = pytest.importorskip("sklearn.metrics")
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from cml_tf import cold_start as CS
+from cml_tf.models import cold_start as CS
 
 
 def _matrix():

@@ -1,4 +1,4 @@
-"""python -m cml_tf.compare_collmetric: the parts that need no checkout, then a tiny end-to-end comparison against
+"""python -m experiments.compare_collmetric: the parts that need no checkout, then a tiny end-to-end comparison against
 the user's CollMetric checkout named by $COLLMETRIC_DIR (skipped, saying why, when it is unset or invalid)."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from cml_tf import compare_collmetric as C
-from cml_tf.splits import original_split
+from cml_tf.data.splits import original_split
+from experiments import compare_collmetric as C
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -78,7 +78,7 @@ def test_comparison_against_checkout(shared_data, tmp_path):
     command = [
         sys.executable,
         "-m",
-        "cml_tf.compare_collmetric",
+        "experiments.compare_collmetric",
         f"--collmetric_dir={collmetric_dir}",
         "--dataset=citeulike",
         f"--data_path={os.path.join(shared_data, 'citeulike-t')}",

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cml_tf import distribute
+from cml_tf.training import distribute
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT_S = 300
@@ -103,9 +103,12 @@ MIRRORED_SCRIPT = textwrap.dedent(
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import numpy as np
-    from cml_tf import distribute, training
-    from cml_tf.config import Config
-    from cml_tf.evaluation import Evaluator
+    from cml_tf import training
+    from cml_tf.training.data import load_data
+    from cml_tf.training.outputs import read_metrics_csv
+    from cml_tf.training import distribute
+    from cml_tf.training.config import Config
+    from cml_tf.evaluation.evaluator import Evaluator
 
     base = Config(dataset="synthetic", dataset_options=dict(num_users=200, num_items=300, num_interactions=3000),
                   sampler="uniform", batch_size=64, num_negatives=2, embedding_dim=16, max_steps=40, eval_every=10,
@@ -117,7 +120,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
                                                               num_candidates=50, max_steps=20))]:
         d = tempfile.mkdtemp()
         res = training.train(cfg, d, verbose=0)
-        rows = training.read_metrics_csv(os.path.join(d, "metrics.csv"))
+        rows = read_metrics_csv(os.path.join(d, "metrics.csv"))
         runs[name] = dict(loss=[r["loss"] for r in rows], gor=[r["gor"] for r in rows], ndcg=res["ndcg@50"],
                           items=np.load(os.path.join(d, "embeddings", "item_embeddings.npy")),
                           users=np.load(os.path.join(d, "embeddings", "user_embeddings.npy")))
@@ -130,7 +133,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     out["loss_2stage"] = runs["mirrored_2stage"]["loss"]
 
     # sharded evaluation over the 2 replicas equals single-device evaluation
-    interactions, split = training.load_data(base)
+    interactions, split = load_data(base)
     ev = Evaluator(split.train, split.test, k=10, batch_size=7)
     strategy = tf.distribute.MirroredStrategy()
     sharded = distribute.evaluator_for(ev, strategy)

@@ -140,8 +140,8 @@ def test_table_bold_and_layout():
 
 
 def test_baseline_tuning_picks_best_validation_trial(tmp_path):
-    from cml_tf.datasets import synthetic
-    from cml_tf.splits import kfold_split
+    from cml_tf.data.loaders import synthetic
+    from cml_tf.data.splits import kfold_split
     from experiments import baselines
 
     split = kfold_split(synthetic.generate(120, 200, 2400).matrix, num_folds=2, fold=0)
@@ -244,8 +244,8 @@ def test_ease_refuses_naming_the_memory_it_would_need():
 
 
 def test_ease_baseline_is_tuned_on_validation_and_beats_popularity(tmp_path):
-    from cml_tf.datasets import synthetic
-    from cml_tf.splits import kfold_split
+    from cml_tf.data.loaders import synthetic
+    from cml_tf.data.splits import kfold_split
     from experiments import baselines
 
     split = kfold_split(synthetic.generate(200, 300, 5000).matrix, num_folds=2, fold=0)
@@ -260,7 +260,7 @@ def test_ease_baseline_is_tuned_on_validation_and_beats_popularity(tmp_path):
 
 
 def test_table2_paper_2stage_cell_is_the_uncapped_weighting():
-    from cml_tf.config import Config
+    from cml_tf.training.config import Config
     from experiments import table2
 
     table2.FLAGS.unparse_flags()

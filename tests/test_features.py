@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from cml_tf.datasets.citeulike import load_tag_features
-from cml_tf.interactions import DataError
+from cml_tf.data.interactions import DataError
+from cml_tf.data.loaders.citeulike import load_tag_features
 
 N_ITEMS_CITEULIKE_T = 25975
 
@@ -82,7 +82,7 @@ def _numpy_projection(layer, x, scale, clip):
 
 @pytest.mark.parametrize("scale, clip", [(1.0, 1.1), (5.0, 1.0), (1e-3, 1.0)])
 def test_projection_scales_then_clips(scale, clip):
-    from cml_tf.features import ItemFeatureProjection
+    from cml_tf.models.features import ItemFeatureProjection
 
     x = _features()
     layer = ItemFeatureProjection(x, 8, hidden_dim=16, dropout=0.3, scale=scale, clip_norm=clip, seed=3)
@@ -98,7 +98,7 @@ def test_projection_scales_then_clips(scale, clip):
 def test_projection_gradient_scale_and_dropout():
     import tensorflow as tf
 
-    from cml_tf.features import ItemFeatureProjection
+    from cml_tf.models.features import ItemFeatureProjection
 
     x = _features()
     target = tf.constant(np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32))
@@ -123,8 +123,8 @@ def test_projection_gradient_scale_and_dropout():
 
 
 def test_items_initialised_from_projection():
-    from cml_tf.features import initialise_items_from_features
-    from cml_tf.model import CML
+    from cml_tf.models import CML
+    from cml_tf.models.features import initialise_items_from_features
 
     x = _features()
     model = CML(10, 40, embedding_dim=8, geometry="ball", item_features=x, feature_hidden_dim=16)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from cml_tf.interactions import DataError, Interactions
+from cml_tf.data.interactions import DataError, Interactions
 
 
 def test_from_pairs_dedupes_and_counts():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cml_tf import losses as L
+from cml_tf.models import losses as L
 
 
 def _c(x):

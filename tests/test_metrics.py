@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cml_tf import metrics
+from cml_tf.evaluation import metrics
 
 
 def reference(hits_row, n_rel: int, k: int) -> dict[str, float]:

@@ -81,7 +81,7 @@ def test_notebook_runs_on_the_fixture(path, monkeypatch):
 def plain_runs(tmp_path_factory):
     """Two finished runs in the layout `python -m cml_tf.train` writes: runs/<default name>/."""
     from cml_tf import training
-    from cml_tf.config import Config
+    from cml_tf.training.config import Config
 
     runs = tmp_path_factory.mktemp("plain") / "runs"
     for sampler in ("uniform", "2stage"):

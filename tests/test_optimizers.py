@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cml_tf import optimizers as O
+from cml_tf.training import optimizers as O
 
 ROWS, DIM = 6, 3
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from cml_tf.pipeline import SamplerSpec, TrainingStream
+from cml_tf.sampling.pipeline import SamplerSpec, TrainingStream
 
 N_USERS, N_ITEMS, BATCH = 12, 40, 8
 
@@ -189,7 +189,7 @@ def test_candidate_groups_give_each_row_block_its_own_set_and_mask():
 
 def test_fixed_parallelism_with_the_autotuner_off(train, monkeypatch):
     """The stream runs deterministic, autotuner off, one batch builder per two cores (1 to 8)."""
-    from cml_tf import pipeline
+    from cml_tf.sampling import pipeline
 
     options = TrainingStream(train, _spec("2stage"), seed=0).dataset().options()
     assert options.deterministic is True

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from cml_tf import training
-from cml_tf.config import Config
 from cml_tf.io import save_npy_atomic, write_json_atomic
-from cml_tf.recommender import Recommender
+from cml_tf.serving.recommender import Recommender
+from cml_tf.training.config import Config
+from cml_tf.training.data import load_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -136,7 +137,7 @@ def test_unfinished_run_is_refused(tmp_path):
 def ml100k_run(shared_data, tmp_path_factory):
     """A run directory over the real ml-100k (untrained, random unit vectors: ids, seen items and titles are real)."""
     config = Config(dataset="movielens", data_path=os.path.join(shared_data, "ml-100k", "u.data")).resolved()
-    interactions, split = training.load_data(config)
+    interactions, split = load_data(config)
     model_dir = str(tmp_path_factory.mktemp("ml100k"))
     rng = np.random.default_rng(0)
     for name, n in (("user", interactions.n_users), ("item", interactions.n_items)):

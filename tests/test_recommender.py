@@ -14,8 +14,9 @@ import fake_run
 import numpy as np
 import pytest
 
-from cml_tf import recommender as R
-from cml_tf.recommender import Recommender, RecommendError
+from cml_tf.serving import runs
+from cml_tf.serving.recommender import Recommender
+from cml_tf.serving.runs import RecommendError
 
 
 @pytest.fixture(scope="module")
@@ -192,23 +193,23 @@ def test_relative_data_path_is_found_from_above_the_run_directory(tmp_path, monk
     (project / "runs").mkdir(parents=True)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "u.data").write_text("1\t1\t5\t0\n")
-    assert R.resolve_data_path("../data/u.data", str(project / "runs" / "x")) == str(tmp_path / "data" / "u.data")
+    assert runs.resolve_data_path("../data/u.data", str(project / "runs" / "x")) == str(tmp_path / "data" / "u.data")
     monkeypatch.chdir(tmp_path)
-    assert R.resolve_data_path("data/u.data", "anywhere") == "data/u.data"  # as given when it exists here
-    assert R.resolve_data_path("nowhere/u.data", str(project / "runs" / "x")) == "nowhere/u.data"
+    assert runs.resolve_data_path("data/u.data", "anywhere") == "data/u.data"  # as given when it exists here
+    assert runs.resolve_data_path("nowhere/u.data", str(project / "runs" / "x")) == "nowhere/u.data"
 
 
 def test_movielens_titles_from_u_item_latin1(tmp_path):
     (tmp_path / "u.data").write_text("1\t10\t5\t0\n1\t20\t4\t0\n2\t10\t3\t0\n")
     (tmp_path / "u.item").write_bytes("10|Café (1995)|01-Jan-1995||url|0\n20|Heat (1995)|x||y|0\n".encode("latin-1"))
-    assert R.movielens_titles(str(tmp_path / "u.data")) == {"10": "Café (1995)", "20": "Heat (1995)"}
-    from cml_tf.config import Config
+    assert runs.movielens_titles(str(tmp_path / "u.data")) == {"10": "Café (1995)", "20": "Heat (1995)"}
+    from cml_tf.training.config import Config
 
     config = Config(dataset="movielens", data_path=str(tmp_path))
-    assert R.item_names_for_run(config, str(tmp_path))["20"] == "Heat (1995)"
-    assert R.item_names_for_run(dataclasses.replace(config, dataset="citeulike"), str(tmp_path)) is None
+    assert runs.item_names_for_run(config, str(tmp_path))["20"] == "Heat (1995)"
+    assert runs.item_names_for_run(dataclasses.replace(config, dataset="citeulike"), str(tmp_path)) is None
     (tmp_path / "u.item").unlink()
-    assert R.item_names_for_run(config, str(tmp_path)) is None
+    assert runs.item_names_for_run(config, str(tmp_path)) is None
 
 
 def test_names_shown_with_recommendations_and_names_file_errors(run, tmp_path):

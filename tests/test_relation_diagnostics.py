@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cml_tf import training
-from cml_tf.config import Config
+from cml_tf.training.config import Config
 from experiments import relation_diagnostics as D
 
 

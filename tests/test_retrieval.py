@@ -1,4 +1,4 @@
-"""`cml_tf.retrieval`: exact top-k in the model's geometry, exclusion, padding, faiss agreement, missing faiss."""
+"""`cml_tf.serving.retrieval`: exact top-k in the model's geometry, exclusion, padding, faiss agreement, no faiss."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from cml_tf import retrieval
-from cml_tf.retrieval import ExactIndex, RetrievalError
+from cml_tf.serving import retrieval
+from cml_tf.serving.retrieval import ExactIndex, RetrievalError
 
 
 def _unit(x):

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from cml_tf import rundirs
+from cml_tf.training import rundirs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

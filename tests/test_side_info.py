@@ -9,10 +9,10 @@ import os
 import numpy as np
 import pytest
 
-from cml_tf import datasets
-from cml_tf.datasets import movielens
-from cml_tf.interactions import DataError
-from cml_tf.side_info import SideInfo
+from cml_tf.data import loaders
+from cml_tf.data.interactions import DataError
+from cml_tf.data.loaders import movielens
+from cml_tf.data.side_info import SideInfo
 
 GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama"]
 GENRES += ["Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"]
@@ -44,8 +44,8 @@ def write_ml(tmp_path, users=None, items=None, data=None):
 
 def test_movielens_side_info_is_aligned(tmp_path):
     path = write_ml(tmp_path)
-    x = datasets.load("movielens", path, use_cache=False)
-    s = datasets.load_side_info("movielens", path, x, use_cache=False)
+    x = loaders.load("movielens", path, use_cache=False)
+    s = loaders.load_side_info("movielens", path, x, use_cache=False)
     np.testing.assert_array_equal(x.item_ids, [10, 20, 30])
     np.testing.assert_array_equal(
         s.item_groups.toarray()[:, [1, 3, 4, 5, 8, 15]], [[1, 0, 0, 0, 0, 1], [0, 1, 1, 1, 0, 0], [0, 0, 0, 0, 1, 0]]
@@ -68,11 +68,11 @@ def test_movielens_side_info_is_aligned(tmp_path):
 
 def test_timestamps_are_the_earliest_rating_of_each_pair(tmp_path):
     path = write_ml(tmp_path)
-    x = datasets.load("movielens", path, use_cache=False)
+    x = loaders.load("movielens", path, use_cache=False)
     t = movielens.read_timestamps(movielens.resolve_path(path), x)
     # CSR order: user 1: items 10, 20; user 2: 30; user 3: 10, 30. Pair (1, 20) was rated twice: 300 and 50
     np.testing.assert_array_equal(t, [100, 50, 10, 7, 8])
-    y = datasets.load("movielens", path, use_cache=False, min_rating=4)
+    y = loaders.load("movielens", path, use_cache=False, min_rating=4)
     np.testing.assert_array_equal(
         movielens.read_timestamps(movielens.resolve_path(path), y, min_rating=4), [100, 300, 10]
     )
@@ -96,44 +96,44 @@ def test_timestamps_are_the_earliest_rating_of_each_pair(tmp_path):
 )
 def test_malformed_feature_files_name_file_and_line(tmp_path, change, message):
     path = write_ml(tmp_path, **change)
-    x = datasets.load("movielens", path, use_cache=False)
+    x = loaders.load("movielens", path, use_cache=False)
     with pytest.raises(DataError, match=message):
-        datasets.load_side_info("movielens", path, x, use_cache=False)
+        loaders.load_side_info("movielens", path, x, use_cache=False)
 
 
 def test_missing_item_file_and_datasets_without_side_info(tmp_path):
     path = write_ml(tmp_path)
-    x = datasets.load("movielens", path, use_cache=False)
+    x = loaders.load("movielens", path, use_cache=False)
     os.unlink(os.path.join(path, "u.item"))
     with pytest.raises(DataError, match=r"u\.item: no such file"):
-        datasets.load_side_info("movielens", path, x, use_cache=False)
+        loaders.load_side_info("movielens", path, x, use_cache=False)
     with pytest.raises(DataError, match=r"--dataset=synthetic has no side information"):
-        datasets.load_side_info("synthetic", None, x)
+        loaders.load_side_info("synthetic", None, x)
 
 
 def test_cache_round_trip_and_invalidation(tmp_path):
     path = write_ml(tmp_path)
     cache = str(tmp_path / "cache")
-    x = datasets.load("movielens", path, cache_dir=cache)
-    a = datasets.load_side_info("movielens", path, x, cache_dir=cache)
+    x = loaders.load("movielens", path, cache_dir=cache)
+    a = loaders.load_side_info("movielens", path, x, cache_dir=cache)
     files = [f for f in os.listdir(cache) if "-side-" in f]
     assert len(files) == 1
     with np.load(os.path.join(cache, files[0]), allow_pickle=False) as z:  # no object arrays
         assert z["group_names"].dtype.kind == "U"
-    b = datasets.load_side_info("movielens", path, x, cache_dir=cache)
+    b = loaders.load_side_info("movielens", path, x, cache_dir=cache)
     assert (a.item_groups != b.item_groups).nnz == 0
     np.testing.assert_array_equal(a.user_features, b.user_features)
     np.testing.assert_array_equal(a.item_titles, b.item_titles)
     # a changed feature file is a new cache entry, with the new content
     items = [f"10|A|d||u|{_flags(2)}", f"20|B|d||u|{_flags(2)}", f"30|C|d||u|{_flags(2)}"]
     (tmp_path / "ml" / "u.item").write_text("\n".join(items) + "\n")
-    c = datasets.load_side_info("movielens", path, x, cache_dir=cache)
+    c = loaders.load_side_info("movielens", path, x, cache_dir=cache)
     np.testing.assert_array_equal(c.first_group(), [2, 2, 2])
     # a corrupted cache file is rebuilt
     for f in os.listdir(cache):
         if "-side-" in f:
             (tmp_path / "cache" / f).write_bytes(b"garbage")
-    d = datasets.load_side_info("movielens", path, x, cache_dir=cache)
+    d = loaders.load_side_info("movielens", path, x, cache_dir=cache)
     np.testing.assert_array_equal(d.first_group(), [2, 2, 2])
 
 
@@ -151,20 +151,20 @@ def test_citeulike_tags(tmp_path):
     (d / "users.dat").write_text("2 0 1\n2 2 3\n1 5\n")
     # tag 1 has 5 items (kept), tag 2 has 4 (left out), tag 3 has 6 (kept)
     (d / "tag-item.dat").write_text("5 0 1 2 3 4\n4 0 1 2 3\n6 0 1 2 3 4 5\n")
-    x = datasets.load("citeulike", str(d), use_cache=False)
-    s = datasets.load_side_info("citeulike", str(d), x, use_cache=False)
+    x = loaders.load("citeulike", str(d), use_cache=False)
+    s = loaders.load_side_info("citeulike", str(d), x, use_cache=False)
     assert s.group_kind == "tag" and s.user_features is None
     np.testing.assert_array_equal(s.group_names, ["tag1", "tag3"])
     np.testing.assert_array_equal(s.item_groups.toarray(), [[1, 1]] * 5 + [[0, 1]])
     (d / "tag-item.dat").write_text("5 0 1 2 x 4\n")
     with pytest.raises(DataError, match=r"tag-item\.dat: line 1"):
-        datasets.load_side_info("citeulike", str(d), x, use_cache=False)
+        loaders.load_side_info("citeulike", str(d), x, use_cache=False)
 
 
 def test_real_movielens_100k(shared_data):
     path = os.path.join(shared_data, "ml-100k")
-    x = datasets.load("movielens", path, use_cache=False)
-    s = datasets.load_side_info("movielens", path, x, use_cache=False)
+    x = loaders.load("movielens", path, use_cache=False)
+    s = loaders.load_side_info("movielens", path, x, use_cache=False)
     assert s.item_groups.shape == (1682, 19) and s.user_features.shape[0] == 943
     assert s.item_groups.nnz == 2893  # genre flags set in u.item
     assert s.item_titles[0] == "Toy Story (1995)" and s.first_group()[0] == 3  # Animation
@@ -173,21 +173,21 @@ def test_real_movielens_100k(shared_data):
 
 
 def test_genres_feed_cml_f(tmp_path):
-    from cml_tf import training
-    from cml_tf.config import Config
+    from cml_tf.training.config import Config
+    from cml_tf.training.data import item_features
 
     path = write_ml(tmp_path)
     config = Config(dataset="movielens", data_path=path, features="genres")
     config.validate()
-    x = datasets.load("movielens", path, use_cache=False)
-    features = training.item_features(config, x)
+    x = loaders.load("movielens", path, use_cache=False)
+    features = item_features(config, x)
     assert features.shape == (3, 19) and features.nnz == 6
     with pytest.raises(ValueError, match="--features=genres needs --dataset=movielens"):
         Config(dataset="citeulike", features="genres").validate()
 
 
 def test_side_info_sampler_needs_a_data_set_with_side_info():
-    from cml_tf.config import Config
+    from cml_tf.training.config import Config
 
     Config(dataset="movielens", sampler="side_info").validate()
     Config(dataset="citeulike-t", sampler="side_info").validate()
@@ -197,7 +197,7 @@ def test_side_info_sampler_needs_a_data_set_with_side_info():
 
 def test_side_info_sampler_trains_end_to_end(tmp_path, monkeypatch):
     from cml_tf import training
-    from cml_tf.config import Config
+    from cml_tf.training.config import Config
 
     monkeypatch.setenv("CML_TF_CACHE", str(tmp_path / "cache"))
     rng = np.random.default_rng(0)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from cml_tf import datasets
-from cml_tf.interactions import DataError, Interactions
-from cml_tf.splits import Split, kfold_split, make_split, original_split
+from cml_tf.data import loaders
+from cml_tf.data.interactions import DataError, Interactions
+from cml_tf.data.splits import Split, kfold_split, make_split, original_split
 
 
 def _pairs(m) -> set:
@@ -114,7 +114,7 @@ def _collmetric_split_data(user_item_matrix, split_ratio=(3, 1, 1), seed=1):
 
 
 def test_original_split_equals_collmetric_on_ml100k(shared_data):
-    x = datasets.load("movielens", os.path.join(shared_data, "ml-100k"), use_cache=False)
+    x = loaders.load("movielens", os.path.join(shared_data, "ml-100k"), use_cache=False)
     s = original_split(x)
     s.validate()
     ref = _collmetric_split_data(x.matrix)
@@ -144,7 +144,7 @@ def test_make_split_and_validate():
 
 
 def test_fo_split_draws_interactions_at_random_in_the_reference_proportions():
-    from cml_tf.splits import fo_split
+    from cml_tf.data.splits import fo_split
 
     rng = np.random.default_rng(3)
     m = sp.csr_matrix((rng.random((50, 40)) < 0.3).astype(np.float32))

@@ -11,8 +11,8 @@ import pytest
 from absl import flags
 from absl.testing import flagsaver
 
-from cml_tf import data_flags
-from cml_tf.interactions import DataError
+from cml_tf.cli import data_flags
+from cml_tf.data.interactions import DataError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -13,7 +13,12 @@ import numpy as np
 import pytest
 
 from cml_tf import training
-from cml_tf.config import PRESETS, Config
+from cml_tf.data import loaders
+from cml_tf.training.callbacks import NonFiniteLoss
+from cml_tf.training.config import PRESETS, Config
+from cml_tf.training.data import TooLittleData, split_data
+from cml_tf.training.outputs import RunError, read_metrics_csv
+from cml_tf.training.run import Schedule
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {"num_users": 300, "num_items": 500, "num_interactions": 6000}
@@ -77,7 +82,7 @@ def test_run_directory_holds_every_output(finished_run):
 
 def test_metrics_csv_rows_at_every_evaluation_and_exact_steps(finished_run):
     model_dir, results = finished_run
-    rows = training.read_metrics_csv(os.path.join(model_dir, "metrics.csv"))
+    rows = read_metrics_csv(os.path.join(model_dir, "metrics.csv"))
     assert [int(r["step"]) for r in rows] == [20, 40, 60]
     for column in ("step", "epoch", "loss", "ndcg@50", "map@50", "mmr", "pairs_per_sec"):
         assert column in rows[0]
@@ -88,7 +93,7 @@ def test_metrics_csv_rows_at_every_evaluation_and_exact_steps(finished_run):
 
 def test_max_steps_is_exact_when_not_a_multiple_of_the_period(tmp_path):
     results = training.train(tiny_config(sampler="uniform", max_steps=47, eval_every=20), str(tmp_path), verbose=0)
-    rows = training.read_metrics_csv(os.path.join(tmp_path, "metrics.csv"))
+    rows = read_metrics_csv(os.path.join(tmp_path, "metrics.csv"))
     assert [int(r["step"]) for r in rows] == [20, 40, 47]
     assert results["steps"] == 47
 
@@ -115,7 +120,7 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path):
     with open(os.path.join(part_dir, "config.json"), "w") as f:
         json.dump(config.resolved().to_dict(), f)
     resumed = training.train(config, part_dir, verbose=0)
-    rows = training.read_metrics_csv(os.path.join(part_dir, "metrics.csv"))
+    rows = read_metrics_csv(os.path.join(part_dir, "metrics.csv"))
     assert [int(r["step"]) for r in rows] == [20, 40, 60]
     for key in ("map@50", "ndcg@50", "recall@50"):
         assert resumed[key] == pytest.approx(full[key], rel=1e-4, abs=1e-6), key
@@ -144,7 +149,7 @@ def test_num_candidates_above_the_catalog_is_lowered_with_a_notice_and_saved(tmp
 
 
 def test_batch_larger_than_the_training_pairs_fails_before_the_run_directory(tmp_path):
-    with pytest.raises(training.TooLittleData, match=r"--batch_size=5000 exceeds the 3,993 training pairs"):
+    with pytest.raises(TooLittleData, match=r"--batch_size=5000 exceeds the 3,993 training pairs"):
         training.train(tiny_config(batch_size=5000), str(tmp_path / "run"), verbose=0)
     assert not (tmp_path / "run").exists()
 
@@ -163,7 +168,7 @@ def _loss_turns_infinite_at(monkeypatch, step: int):
     """From (1-based) training step ``step`` on the loss is -inf (the weights' gradients stay finite)."""
     import tensorflow as tf
 
-    from cml_tf.model import CML
+    from cml_tf.models import CML
 
     original = CML.compute_losses
 
@@ -178,7 +183,7 @@ def _loss_turns_infinite_at(monkeypatch, step: int):
 
 def test_a_non_finite_loss_stops_the_run_at_its_step(tmp_path, monkeypatch):
     _loss_turns_infinite_at(monkeypatch, 25)
-    with pytest.raises(training.NonFiniteLoss) as e:
+    with pytest.raises(NonFiniteLoss) as e:
         training.train(tiny_config(sampler="uniform"), str(tmp_path), verbose=0)
     assert e.value.step == 25
     assert str(e.value) == (
@@ -186,7 +191,7 @@ def test_a_non_finite_loss_stops_the_run_at_its_step(tmp_path, monkeypatch):
         "(step 20) is kept; lower --learning_rate=0.001 or check the data"
     )
     # stopped at the end of that execution (steps 21-30), not at the end of the period or of the run
-    rows = training.read_metrics_csv(str(tmp_path / "metrics.csv"))
+    rows = read_metrics_csv(str(tmp_path / "metrics.csv"))
     assert [int(r["step"]) for r in rows] == [20]
     assert not (tmp_path / "results.json").exists()
 
@@ -194,12 +199,12 @@ def test_a_non_finite_loss_stops_the_run_at_its_step(tmp_path, monkeypatch):
 def test_a_run_that_stops_before_its_first_checkpoint_leaves_nothing(tmp_path, monkeypatch):
     _loss_turns_infinite_at(monkeypatch, 3)
     model_dir = tmp_path / "run"
-    with pytest.raises(training.NonFiniteLoss, match="at step 3: training stopped; lower --learning_rate"):
+    with pytest.raises(NonFiniteLoss, match="at step 3: training stopped; lower --learning_rate"):
         training.train(tiny_config(sampler="uniform"), str(model_dir), verbose=0)
     assert not model_dir.exists()
     os.makedirs(model_dir)
     (model_dir / "notes.txt").write_text("mine")
-    with pytest.raises(training.NonFiniteLoss):
+    with pytest.raises(NonFiniteLoss):
         training.train(tiny_config(sampler="uniform"), str(model_dir), verbose=0)
     assert os.listdir(model_dir) == ["notes.txt"]  # what the run wrote is gone, the user's file is not
 
@@ -218,7 +223,7 @@ def test_progress_is_one_line_per_period_when_stdout_is_not_a_terminal(tmp_path,
 
 def test_a_different_config_in_the_same_directory_is_refused(tmp_path, finished_run):
     model_dir, _ = finished_run
-    with pytest.raises(training.RunError, match="different config.*batch_size"):
+    with pytest.raises(RunError, match="different config.*batch_size"):
         training.train(tiny_config(sampler="2stage", batch_size=32), model_dir, verbose=0)
 
 
@@ -246,7 +251,7 @@ def test_cli_trains_resumes_after_kill_and_reports(tmp_path):
     metrics = os.path.join(model_dir, "metrics.csv")
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        if os.path.exists(metrics) and len(training.read_metrics_csv(metrics)) >= 2:
+        if os.path.exists(metrics) and len(read_metrics_csv(metrics)) >= 2:
             break
         time.sleep(0.2)
     killed = proc.poll() is None
@@ -264,7 +269,7 @@ def test_cli_trains_resumes_after_kill_and_reports(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"{model_dir}: resuming from step {done} of 400" in out.stderr
     results = json.loads(out.stdout[out.stdout.index("{") :])
-    rows = training.read_metrics_csv(metrics)
+    rows = read_metrics_csv(metrics)
     steps = [int(r["step"]) for r in rows]
     assert steps == list(range(40, 401, 40)), steps  # no row lost, none repeated
     assert results["steps"] == 400 and results["model_dir"] == model_dir
@@ -450,12 +455,12 @@ def test_stage2_and_split_seed_flags_map_to_config():
 
 
 def test_original_split_from_the_command_line_is_collmetrics_whatever_the_seed():
-    from cml_tf.splits import make_split
+    from cml_tf.data.splits import make_split
 
-    data = training.datasets.load("synthetic", None, num_users=60, num_items=80, num_interactions=1500)
+    data = loaders.load("synthetic", None, num_users=60, num_items=80, num_interactions=1500)
     reference = make_split(data.matrix, "original", seed=1)
     for seed in (0, 5):
-        split = training.split_data(Config(split="original", seed=seed), data)
+        split = split_data(Config(split="original", seed=seed), data)
         for a, b in ((split.train, reference.train), (split.valid, reference.valid), (split.test, reference.test)):
             assert (a != b).nnz == 0
 
@@ -504,6 +509,6 @@ def test_ball_with_covariance_loss_still_clips(tmp_path):
     ],
 )
 def test_schedule_cuts_the_run_into_periods_of_whole_executions(fields, want):
-    schedule = training.Schedule.of(Config(batch_size=100, **fields), pairs=1000)
+    schedule = Schedule.of(Config(batch_size=100, **fields), pairs=1000)
     got = (schedule.total_steps, schedule.eval_every, schedule.steps_per_execution, schedule.num_periods)
     assert got == want

@@ -14,10 +14,11 @@ hlr       ``r = Σ_p softmax_p(⟨r_p, u⟩) r_p``, ``r_p = softmax((v ⊙ x_p) 
 from __future__ import annotations
 
 from cml_tf.models.attcml import AttCML
-from cml_tf.models.base import MetricModel, RelationalModel
+from cml_tf.models.base import MetricModel
 from cml_tf.models.cml import CML
 from cml_tf.models.hlr import HLR
 from cml_tf.models.lrml import LRML
+from cml_tf.models.relational import RelationalModel
 from cml_tf.models.transcf import TransCF
 
 #: --model name -> class

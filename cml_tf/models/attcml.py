@@ -8,7 +8,7 @@ weight, ``n_prefs + 1`` in its mask; its scoring graph does not. Both use the sc
 
 from __future__ import annotations
 
-from cml_tf.models.base import RelationalModel
+from cml_tf.models.relational import RelationalModel
 from cml_tf.models.relations import preference_attention
 
 

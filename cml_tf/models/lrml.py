@@ -6,7 +6,7 @@ The relation of a pair is ``r = softmax((u ⊙ v) K) · Mem`` (K [d, M] keys, Me
 
 from __future__ import annotations
 
-from cml_tf.models.base import RelationalModel
+from cml_tf.models.relational import RelationalModel
 from cml_tf.models.relations import lram
 
 

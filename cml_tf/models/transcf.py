@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from cml_tf.models.base import RelationalModel
+from cml_tf.models.relational import RelationalModel
 from cml_tf.models.relations import mean_operator
 
 

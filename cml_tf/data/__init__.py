@@ -1,0 +1,2 @@
+"""Data: raw files -> `Interactions` (``loaders``, ``interactions``), side information (``side_info``) and the
+splits (``splits``). No TensorFlow here."""

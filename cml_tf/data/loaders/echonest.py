@@ -1,0 +1,50 @@
+"""Echo Nest Taste Profile (``train_triplets.txt``): ``user<TAB>song<TAB>playcount``, no header.
+
+Paper filters (defaults), applied ONCE in this order: rows with ``playcount >= 5`` (``min_playcount``), then users
+with MORE than 20 distinct songs (``min_user_interactions=21``, inclusive), then songs with at least 5 users
+(``min_item_users=5``). ``iterative_core=True`` repeats the user and song filters until nothing changes.
+Ids are kept as strings, rows / columns in order of first appearance. The full file (48M rows, 3 GB) loads in
+well under two minutes: pyarrow parses it with the ids dictionary-encoded on the fly.
+"""
+
+from __future__ import annotations
+
+from cml_tf.data.interactions import Interactions
+from cml_tf.data.loaders import filters
+from cml_tf.data.loaders.csv import find_file, read_delimited
+
+OPTIONS = {"min_playcount": 5, "min_user_interactions": 21, "min_item_users": 5, "iterative_core": False}
+FORMAT = "tab-separated user<TAB>song<TAB>playcount lines with an integer playcount, no header"
+
+
+def resolve_path(data_path: str | None) -> str:
+    return find_file(data_path, ("train_triplets.txt",), ("*.txt",), "Echo Nest triplets (" + FORMAT + ")")
+
+
+def read(path: str, **options) -> Interactions:
+    """Parses the triplets and applies the filters (see the module docstring; once, in the order written)."""
+    o = {**OPTIONS, **options}
+    users, user_labels, items, item_labels, counts = read_delimited(
+        path,
+        user_col=0,
+        item_col=1,
+        value_col=2,
+        sep="\t",
+        quoted=False,
+        numeric_users=False,
+        numeric_items=False,
+        value_name="playcount",
+        what=FORMAT,
+    )
+    return filters.build(
+        path,
+        users,
+        items,
+        user_labels,
+        item_labels,
+        values=counts,
+        min_value=o["min_playcount"],
+        value_name="playcount",
+        steps=[(filters.USERS, o["min_user_interactions"]), (filters.ITEMS, o["min_item_users"])],
+        iterative_core=o["iterative_core"],
+    )

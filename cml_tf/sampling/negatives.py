@@ -1,0 +1,381 @@
+"""Negative samplers as vectorised TensorFlow ops with explicit stateless seeds.
+
+* ``uniform``: items uniformly at random among the user's non-positives, with replacement. Drawn exactly from the
+  complement (`NegativeSampler`): a draw is never a training positive of the user.
+* ``popular``: items with probability ∝ (f(j) + smoothing)^β among the user's non-positives, with replacement,
+  drawn exactly from the complement. f(j) is the item's training count. ``smoothing`` (default 1) keeps items absent
+  from training drawable: the original popular sampler never drew them, so nothing ever pushed them away and they
+  drifted close to every user.
+* ``2stage`` (Tran et al. 2019): stage 1 draws C candidates by popularity^β without replacement, one set per
+  batch (`ItemSampler.sample_without_replacement`, in the input pipeline); stage 2, inside the training step, draws
+  the negatives among them by the capped inverse density of the current embeddings (`cml_tf.sampling.two_stage`).
+
+* ``side_info`` (after Royo-Letelier et al., ISMIR 2018, who draw metric-learning negatives among tracks sharing
+  the anchor's genre): for the positive v_j, a group g of j (a genre, a tag) uniformly among j's groups, then an
+  item uniformly among g's members that are not positives of the user (`SideInfoSampler`); where none is found
+  (j has no group, or T draws from g all hit positives of the user) the exact uniform draw over the user's
+  non-positives. Never a positive.
+
+Randomness is stateless: each op takes a ``seed`` of shape [2] (int32/int64), so the same seed gives the same
+draws whatever the parallelism, and a resumed run draws what the uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import tensorflow as tf
+
+SAMPLERS = ("uniform", "popular", "2stage", "side_info")
+
+
+def popularity_log_weights(item_counts: np.ndarray, beta: float, smoothing: float = 1.0) -> np.ndarray:
+    """log((f(j) + smoothing)^β) for every item.
+
+    Args:
+        item_counts: [n_items] training interaction counts f(j).
+        beta: popularity exponent β (0 gives uniform).
+        smoothing: added to every count; 0 reproduces the original (absent items are never drawn).
+
+    Returns:
+        [n_items] float64 log weights (−inf for zero weight).
+    """
+    counts = np.asarray(item_counts, dtype=np.float64) + smoothing
+    with np.errstate(divide="ignore"):
+        return beta * np.log(counts)
+
+
+class PositiveIndex:
+    """Vectorised membership test "is item i a training positive of user u?" over a CSR matrix.
+
+    Keys ``u * n_items + i`` of a CSR matrix with sorted indices are already sorted, so membership is a
+    ``searchsorted``; the per-user rows (indptr/indices) serve the candidate mask of the 2-stage sampler.
+    """
+
+    def __init__(self, train: sp.csr_matrix):
+        train = sp.csr_matrix(train)
+        train.sort_indices()
+        self.n_users, self.n_items = train.shape
+        users = np.repeat(np.arange(self.n_users, dtype=np.int64), np.diff(train.indptr))
+        self.keys = tf.constant(users * self.n_items + train.indices.astype(np.int64))  # [nnz] sorted
+        self.indptr = tf.constant(train.indptr.astype(np.int64))  # [n_users + 1]
+        self.indices = tf.constant(train.indices.astype(np.int64))  # [nnz]
+
+    def contains(self, users: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
+        """Membership of (user, item) pairs.
+
+        Args:
+            users: [...] int ids, broadcastable against items.
+            items: [...] int ids.
+
+        Returns:
+            [...] bool, True where the item is a training positive of the user.
+        """
+        users = tf.cast(users, tf.int64)
+        items = tf.cast(items, tf.int64)
+        query = users * self.n_items + items
+        flat = tf.reshape(query, [-1])
+        if self.keys.shape[0] == 0:
+            return tf.zeros_like(query, dtype=tf.bool)
+        pos = tf.searchsorted(self.keys, flat, out_type=tf.int64)
+        found = tf.gather(self.keys, tf.minimum(pos, tf.size(self.keys, out_type=tf.int64) - 1)) == flat
+        return tf.reshape(found, tf.shape(query))
+
+    def candidate_mask(self, users: tf.Tensor, candidates: tf.Tensor) -> tf.Tensor:
+        """Which candidates are positives of which batch user, searching each user's positives in the candidates.
+
+        Cost O(Σ|positives of batch users| · log C), independent of the catalog and of B·C lookups.
+
+        Args:
+            users: [batch] int user ids.
+            candidates: [C] int item ids, sorted ascending, unique (stage 1 output).
+
+        Returns:
+            [batch, C] bool.
+        """
+        users = tf.cast(users, tf.int64)
+        candidates = tf.cast(candidates, tf.int64)
+        starts = tf.gather(self.indptr, users)
+        limits = tf.gather(self.indptr, users + 1)
+        positions = tf.ragged.range(starts, limits)  # [batch, (row length)] positions into indices
+        items = tf.gather(self.indices, positions.flat_values)
+        rows = positions.value_rowids()
+        num_candidates = tf.size(candidates, out_type=tf.int64)
+        where = tf.minimum(tf.searchsorted(candidates, items, out_type=tf.int64), num_candidates - 1)
+        hit = tf.gather(candidates, where) == items
+        coords = tf.stack([tf.boolean_mask(rows, hit), tf.boolean_mask(where, hit)], axis=1)
+        shape = tf.stack([tf.size(users, out_type=tf.int64), num_candidates])
+        counts = tf.scatter_nd(coords, tf.ones_like(coords[:, 0], dtype=tf.int32), shape)
+        return counts > 0
+
+
+class ItemSampler:
+    """Draws items i.i.d. from a fixed distribution over the catalog (uniform or popularity^β).
+
+    Sampling with replacement is ``searchsorted`` of uniforms into the cumulative weights: O(log n) per draw, no
+    O(n) work per batch, so cost does not grow with the catalog.
+    """
+
+    def __init__(self, log_weights: np.ndarray | None, n_items: int):
+        self.n_items = int(n_items)
+        if log_weights is None:
+            self.cdf = None
+        else:
+            log_weights = np.asarray(log_weights, np.float64)
+            if log_weights.shape != (self.n_items,):
+                raise ValueError(f"log_weights has shape {log_weights.shape}, expected ({self.n_items},)")
+            w = np.exp(log_weights - np.max(log_weights))
+            if not np.isfinite(w).all() or w.sum() <= 0:
+                raise ValueError("popularity weights must be finite with a positive sum")
+            cdf = np.cumsum(w)
+            self.cdf = tf.constant(cdf / cdf[-1])  # [n_items] float64
+            self.num_drawable = int(np.count_nonzero(w))
+            self.log_weights = tf.constant(log_weights.astype(np.float32))
+
+    def sample(self, shape, seed: tf.Tensor) -> tf.Tensor:
+        """Items with replacement.
+
+        Args:
+            shape: output shape (list or 1-D tensor).
+            seed: [2] int stateless seed.
+
+        Returns:
+            ``shape`` int64 item ids.
+        """
+        if self.cdf is None:
+            return tf.random.stateless_uniform(shape, seed, minval=0, maxval=self.n_items, dtype=tf.int64)
+        u = tf.random.stateless_uniform(shape, seed, dtype=tf.float64)
+        flat = tf.searchsorted(self.cdf, tf.reshape(u, [-1]), side="right")
+        return tf.reshape(tf.minimum(tf.cast(flat, tf.int64), self.n_items - 1), tf.shape(u))
+
+    def sample_without_replacement(self, num: int, seed: tf.Tensor) -> tf.Tensor:
+        """``num`` distinct items drawn successively (probability renormalised over the items not yet drawn).
+
+        Exact successive sampling in either of two ways, chosen by speed: for small catalogs, Gumbel top-k over all
+        items (O(n)); otherwise i.i.d. draws with first occurrences kept in order (``tf.unique`` preserves first
+        appearance), which is the same distribution and costs O(num · log n) for skewed or large catalogs.
+
+        Args:
+            num: number of distinct items C (<= number of drawable items).
+            seed: [2] int stateless seed.
+
+        Returns:
+            [num] int64 distinct item ids, in draw order.
+        """
+        if self.cdf is None:
+            log_w = tf.zeros([self.n_items], tf.float32)
+            drawable = self.n_items
+        else:
+            log_w = self.log_weights
+            drawable = self.num_drawable
+        if num > drawable:
+            raise ValueError(f"cannot draw {num} distinct items from {drawable} drawable items")
+        if self.n_items <= 32 * num:
+            gumbel = -tf.math.log(-tf.math.log(tf.random.stateless_uniform([self.n_items], seed, 1e-20, 1.0)))
+            return tf.cast(tf.math.top_k(log_w + gumbel, k=num, sorted=True).indices, tf.int64)
+
+        seeds = tf.random.experimental.stateless_split(seed, num=2)
+
+        def cond(round_, unique):
+            return tf.size(unique) < num
+
+        def body(round_, unique):
+            draws = self.sample([2 * num], tf.random.experimental.stateless_fold_in(seeds[1], round_))
+            merged, _ = tf.unique(tf.concat([unique, draws], axis=0))
+            return round_ + 1, merged
+
+        first, _ = tf.unique(self.sample([2 * num], seeds[0]))
+        _, unique = tf.while_loop(
+            cond, body, (tf.constant(0, tf.int64), first), shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]))
+        )
+        return unique[:num]
+
+
+def _segment_count_le(values: tf.Tensor, starts: tf.Tensor, lengths: tf.Tensor, queries: tf.Tensor, depth: int):
+    """For each query, how many entries of its segment of ``values`` are <= the query (binary search).
+
+    Args:
+        values: [nnz] values, nondecreasing within each segment.
+        starts: [...] int64 first position of each query's segment.
+        lengths: [...] int64 segment lengths.
+        queries: [...] values to search, same dtype as ``values``.
+        depth: number of halvings, >= log2(longest segment + 1) (a Python int: the loop is unrolled).
+
+    Returns:
+        [...] int64 counts in [0, lengths].
+    """
+    starts, lengths = tf.cast(starts, tf.int64), tf.cast(lengths, tf.int64)
+    lo, hi = starts, starts + lengths
+    last = tf.maximum(tf.size(values, out_type=tf.int64) - 1, 0)
+    for _ in range(depth):
+        active = lo < hi
+        mid = (lo + hi) // 2
+        le = tf.gather(values, tf.minimum(mid, last)) <= queries
+        lo = tf.where(active & le, mid + 1, lo)
+        hi = tf.where(active & ~le, mid, hi)
+    return lo - starts
+
+
+class NegativeSampler:
+    """Negatives drawn exactly from each user's complement: never a training positive of the user.
+
+    ``uniform``: the r-th non-positive item of user u, r uniform in [0, n − |P_u|), is r + #{i : p_i − i ≤ r} for the
+    user's sorted positives p_0 < p_1 < …; the count is a binary search in the user's row.
+    ``popular``: target t uniform on the user's non-positive mass [0, 1 − W_u); the positives whose non-positive mass
+    before them c_i = F(p_i⁻) − Σ_{j<i} w(p_j) is <= t lie before the draw, so the draw is the item where the full
+    CDF passes t + Σ of their weights. Both cost O(log |P_u|) per draw, nothing per catalog item.
+    Float rounding could in principle land a popular draw on a positive or an item of zero weight; such draws (and
+    those of users whose every drawable item is a positive) are replaced by the exact uniform draw, so "never a
+    positive" holds unconditionally. A user who holds every item has no negative; such a user gets item n − 1.
+
+    Args:
+        train: [n_users, n_items] CSR of training positives.
+        log_weights: [n_items] log item weights (popularity^β), or None for uniform.
+    """
+
+    def __init__(self, train: sp.csr_matrix, log_weights: np.ndarray | None = None):
+        train = sp.csr_matrix(train)
+        train.sort_indices()
+        self.n_users, self.n_items = train.shape
+        degree = np.diff(train.indptr).astype(np.int64)
+        self.depth = int(np.ceil(np.log2(degree.max(initial=0) + 2)))
+        local = np.arange(train.nnz, dtype=np.int64) - np.repeat(train.indptr[:-1].astype(np.int64), degree)
+        self.starts = tf.constant(train.indptr[:-1].astype(np.int64))
+        self.degree = tf.constant(degree)
+        self.shifted = tf.constant(train.indices.astype(np.int64) - local)  # p_i − i, nondecreasing per row
+        self.index = PositiveIndex(train)
+        self.cdf = None
+        if log_weights is not None:
+            log_weights = np.asarray(log_weights, np.float64)
+            w = np.exp(log_weights - np.max(log_weights))
+            if log_weights.shape != (self.n_items,) or not np.isfinite(w).all() or w.sum() <= 0:
+                raise ValueError("popularity weights must be finite, one per item, with a positive sum")
+            w = w / w.sum()
+            cdf = np.cumsum(w)
+            pos_w = w[train.indices]
+            # Σ_{j<=i} w(p_j) within each row: a running sum over all rows less the row's base, accumulated in extended
+            # precision so that the difference keeps the small weights of a large catalog exact
+            incl = np.cumsum(pos_w.astype(np.longdouble))
+            row_base = np.repeat(np.concatenate([[0.0], incl])[train.indptr[:-1]], degree)
+            within_incl = (incl - row_base).astype(np.float64)
+            self.cdf = tf.constant(cdf)
+            self.weights = tf.constant(w)
+            self.mass_before = tf.constant(cdf[train.indices] - pos_w - (within_incl - pos_w))  # c_i
+            self.within_incl = tf.constant(within_incl)
+            rows = np.repeat(np.arange(self.n_users), degree)
+            self.positive_mass = tf.constant(np.bincount(rows, weights=pos_w, minlength=self.n_users))
+
+    def _uniform(self, users, shape, seed):
+        starts, degree = tf.gather(self.starts, users), tf.gather(self.degree, users)
+        free = tf.maximum(self.n_items - degree, 1)
+        u = tf.random.stateless_uniform(shape, seed, dtype=tf.float64)
+        r = tf.minimum(tf.cast(tf.floor(u * tf.cast(free, tf.float64)), tf.int64), free - 1)
+        k = _segment_count_le(self.shifted, starts, degree, r, self.depth)
+        return tf.minimum(r + k, self.n_items - 1)
+
+    def sample(self, users: tf.Tensor, num: int, seed: tf.Tensor) -> tf.Tensor:
+        """``num`` negatives per user, with replacement.
+
+        Args:
+            users: [batch] int user ids.
+            num: negatives per user.
+            seed: [2] int stateless seed.
+
+        Returns:
+            [batch, num] int64 item ids, none a training positive of its user.
+        """
+        users = tf.cast(users, tf.int64)[:, None] * tf.ones([1, num], tf.int64)  # [batch, num]
+        shape = tf.shape(users)
+        seeds = tf.random.experimental.stateless_split(seed, num=2)
+        exact_uniform = self._uniform(users, shape, seeds[0])
+        if self.cdf is None:
+            return exact_uniform
+        starts, degree = tf.gather(self.starts, users), tf.gather(self.degree, users)
+        free_mass = 1.0 - tf.gather(self.positive_mass, users)
+        t = tf.random.stateless_uniform(shape, seeds[1], dtype=tf.float64) * free_mass
+        k = _segment_count_le(self.mass_before, starts, degree, t, self.depth)
+        last_before = tf.maximum(starts + k - 1, 0)
+        skipped = tf.where(
+            k > 0, tf.gather(self.within_incl, tf.minimum(last_before, tf.size(self.within_incl, tf.int64) - 1)), 0.0
+        )
+        x = t + skipped
+        drawn = tf.minimum(
+            tf.searchsorted(self.cdf, tf.reshape(x, [-1]), side="right", out_type=tf.int64), self.n_items - 1
+        )
+        drawn = tf.reshape(drawn, shape)
+        bad = (free_mass <= 0) | (tf.gather(self.weights, drawn) <= 0) | self.index.contains(users, drawn)
+        return tf.where(bad, exact_uniform, drawn)
+
+
+class SideInfoSampler:
+    """Negatives that share side information (a genre, a tag) with the positive, never a positive of the user.
+
+    Per (user u, positive j) and draw: a group g uniformly among j's groups G(j); then up to ``tries`` items
+    uniformly from g's members (with replacement), the first that is not a positive of u is the negative; when all
+    are positives of u, or j has no group, the exact uniform draw over u's non-positives (`NegativeSampler`). With
+    q_g = |g ∩ P_u| / |g| the fraction of g's members that u holds and T = ``tries``, the distribution is
+
+        P(i | u, j) = Σ_{g ∈ G(j)} (1 / |G(j)|) · [(1 − q_g^T) · 1[i ∈ g, i ∉ P_u] / |g − P_u|
+                                                   + q_g^T · 1[i ∉ P_u] / (n − |P_u|)]
+
+    (uniform over the non-positives when G(j) is empty). Every step is a gather or a ``searchsorted`` over
+    [batch, num, tries] tensors: group lookups in the item → group CSR and the group → item CSC, membership by
+    `PositiveIndex` (sorted keys + searchsorted).
+
+    Args:
+        train: [n_users, n_items] CSR of training positives.
+        item_groups: [n_items, G] sparse 0/1 item groups (`cml_tf.data.side_info.SideInfo.item_groups`).
+        tries: T, draws from the group before the uniform fallback.
+    """
+
+    def __init__(self, train: sp.csr_matrix, item_groups: sp.spmatrix, tries: int = 8):
+        train = sp.csr_matrix(train)
+        groups = sp.csr_matrix(item_groups, dtype=np.float32)
+        groups.eliminate_zeros()
+        groups.sort_indices()
+        if groups.shape[0] != train.shape[1]:
+            raise ValueError(f"item groups have {groups.shape[0]} rows for a catalog of {train.shape[1]} items")
+        if tries < 1:
+            raise ValueError(f"tries must be >= 1, got {tries}")
+        self.tries = int(tries)
+        self.uniform = NegativeSampler(train)
+        self.index = self.uniform.index
+        members = groups.tocsc()
+        members.sort_indices()
+        pad = np.zeros(1, np.int64)  # one trailing entry keeps every gather in range (even with no group at all)
+        self.item_group_starts = tf.constant(groups.indptr[:-1].astype(np.int64))  # [n_items]
+        self.item_group_count = tf.constant(np.diff(groups.indptr).astype(np.int64))  # [n_items]
+        self.item_group_ids = tf.constant(np.concatenate([groups.indices.astype(np.int64), pad]))  # [nnz + 1]
+        self.group_starts = tf.constant(np.concatenate([members.indptr[:-1].astype(np.int64), pad]))  # [G + 1]
+        self.group_size = tf.constant(np.concatenate([np.diff(members.indptr).astype(np.int64), pad]))  # [G + 1]
+        self.group_items = tf.constant(np.concatenate([members.indices.astype(np.int64), pad]))  # [nnz + 1]
+
+    def sample(self, users: tf.Tensor, positives: tf.Tensor, num: int, seed: tf.Tensor) -> tf.Tensor:
+        """``num`` negatives per (user, positive), with replacement.
+
+        Args:
+            users: [batch] int user ids.
+            positives: [batch] int item ids (the positive of each row).
+            num: negatives per row.
+            seed: [2] int stateless seed.
+
+        Returns:
+            [batch, num] int64 item ids, none a training positive of its user.
+        """
+        seeds = tf.random.experimental.stateless_split(seed, num=3)
+        fallback = self.uniform.sample(users, num, seeds[0])  # [B, num]
+        users = tf.cast(users, tf.int64)
+        positives = tf.cast(positives, tf.int64)
+        shape = tf.shape(fallback)
+        count = tf.gather(self.item_group_count, positives)[:, None]  # [B, 1] |G(j)|
+        u = tf.random.stateless_uniform(shape, seeds[1], dtype=tf.float64)
+        r = tf.minimum(tf.cast(tf.floor(u * tf.cast(count, tf.float64)), tf.int64), tf.maximum(count - 1, 0))
+        group = tf.gather(self.item_group_ids, tf.gather(self.item_group_starts, positives)[:, None] + r)  # [B, num]
+        size = tf.gather(self.group_size, group)[..., None]  # [B, num, 1]
+        v = tf.random.stateless_uniform(tf.concat([shape, [self.tries]], 0), seeds[2], dtype=tf.float64)
+        offset = tf.minimum(tf.cast(tf.floor(v * tf.cast(size, tf.float64)), tf.int64), tf.maximum(size - 1, 0))
+        drawn = tf.gather(self.group_items, tf.gather(self.group_starts, group)[..., None] + offset)  # [B, num, T]
+        ok = ~self.index.contains(users[:, None, None], drawn) & (count > 0)[..., None]
+        first = tf.argmax(tf.cast(ok, tf.int32), axis=-1, output_type=tf.int64)  # the first acceptable try
+        chosen = tf.gather(drawn, first[..., None], batch_dims=2)[..., 0]
+        return tf.where(tf.reduce_any(ok, axis=-1), chosen, fallback)

@@ -1,0 +1,203 @@
+"""tf.data pipelines of training batches for each sampler.
+
+An element is a dict of tensors consumed by `CML.train_step`:
+
+* every sampler: ``users`` [B] int32, ``positives`` [B] int32 — a batch of training pairs;
+* ``uniform`` / ``popular``: ``negatives`` [B, N] int32, drawn here from each user's non-positives;
+* ``side_info``: ``negatives`` [B, N] int32, drawn here among the items sharing a group (genre, tag) with the
+  positive (`cml_tf.sampling.negatives.SideInfoSampler`; needs ``item_groups``);
+* ``2stage``: ``candidates`` [C] int32 (stage 1, sorted ascending) and ``candidate_is_positive`` [B, C] bool;
+  stage 2 runs in the training step on the current embeddings. With ``candidate_groups`` = R > 1 (one group per
+  replica of a distributed run) ``candidates`` is [R, C]: row block r of the batch (B/R rows) has its own set.
+
+Pairs are shuffled per epoch by a stateless permutation seeded by (seed, epoch); every random draw for batch g is
+seeded by (seed, g). So the stream is a pure function of (data, config, seed): the same seed gives the same batches,
+parallel map calls cannot reorder or duplicate them, and a run resumed at step s sees exactly the batches
+s, s+1, … that the uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import scipy.sparse as sp
+import tensorflow as tf
+
+from cml_tf.sampling import negatives
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerSpec:
+    """What to draw for each batch.
+
+    Attributes:
+        sampler: 'uniform', 'popular', '2stage' or 'side_info'.
+        batch_size: positive pairs per batch (per replica when distributed).
+        num_negatives: |N_ij|.
+        num_candidates: C, the 2-stage candidate set size.
+        beta: popularity exponent β.
+        popularity_smoothing: added to item counts before ^β (0 = the original's behaviour).
+    """
+
+    sampler: str = "2stage"
+    batch_size: int = 256
+    num_negatives: int = 1
+    num_candidates: int = 2000
+    beta: float = 1.0
+    popularity_smoothing: float = 1.0
+
+    def validate(self, n_items: int, num_pairs: int) -> None:
+        """Raises ValueError naming the flag for inconsistent values."""
+        if self.sampler not in negatives.SAMPLERS:
+            raise ValueError(
+                f"--sampler: unknown sampler {self.sampler!r}; expected one of {', '.join(negatives.SAMPLERS)}"
+            )
+        if self.batch_size <= 0:
+            raise ValueError(f"--batch_size must be positive, got {self.batch_size}")
+        if self.batch_size > num_pairs:
+            raise ValueError(f"--batch_size={self.batch_size} exceeds the {num_pairs} training pairs")
+        if self.num_negatives <= 0:
+            raise ValueError(f"--num_negatives must be positive, got {self.num_negatives}")
+        if self.sampler == "2stage":
+            if not 0 < self.num_candidates <= n_items:
+                raise ValueError(f"--num_candidates must be in [1, {n_items}] (the catalog), got {self.num_candidates}")
+            if self.num_negatives > self.num_candidates:
+                raise ValueError(
+                    f"--num_negatives={self.num_negatives} exceeds --num_candidates={self.num_candidates}: "
+                    "2-stage draws negatives without replacement among the candidates"
+                )
+        if self.num_negatives >= n_items:
+            raise ValueError(f"--num_negatives={self.num_negatives} must be below the {n_items} items")
+        if self.beta < 0:
+            raise ValueError(f"--beta must be >= 0, got {self.beta}")
+        if self.popularity_smoothing < 0:
+            raise ValueError(f"--popularity_smoothing must be >= 0, got {self.popularity_smoothing}")
+
+
+class TrainingStream:
+    """Builds the batch stream for one training matrix and sampler spec.
+
+    Args:
+        train: [n_users, n_items] scipy CSR of training positives.
+        spec: the sampler spec.
+        seed: the run's seed.
+        candidate_groups: 2-stage only: independent stage-1 candidate sets per batch, one per block of
+            ``batch_size / candidate_groups`` rows (a distributed run gives each replica its own set).
+        item_groups: side_info only: [n_items, G] sparse 0/1 item groups (genres, tags).
+    """
+
+    def __init__(
+        self,
+        train: sp.csr_matrix,
+        spec: SamplerSpec,
+        seed: int = 0,
+        candidate_groups: int = 1,
+        item_groups: sp.spmatrix | None = None,
+    ):
+        if candidate_groups < 1 or spec.batch_size % candidate_groups:
+            raise ValueError(f"--batch_size={spec.batch_size} must be divisible by the {candidate_groups} replicas")
+        self.candidate_groups = int(candidate_groups)
+        train = sp.csr_matrix(train)
+        train.sort_indices()
+        self.spec = spec
+        self.seed = int(seed)
+        self.n_users, self.n_items = train.shape
+        self.num_pairs = int(train.nnz)
+        spec.validate(self.n_items, self.num_pairs)
+        self.batches_per_epoch = self.num_pairs // spec.batch_size
+        self.users = tf.constant(np.repeat(np.arange(self.n_users, dtype=np.int32), np.diff(train.indptr)))
+        self.items = tf.constant(train.indices.astype(np.int32))
+        self.positive_index = negatives.PositiveIndex(train)
+        counts = np.bincount(train.indices, minlength=self.n_items)
+        log_w = None
+        if spec.sampler in ("popular", "2stage"):
+            log_w = negatives.popularity_log_weights(counts, spec.beta, spec.popularity_smoothing)
+        if spec.sampler == "side_info":
+            if item_groups is None:
+                raise ValueError("--sampler=side_info needs item side information (genres or tags)")
+            self.negative_sampler = negatives.SideInfoSampler(train, item_groups)
+        elif spec.sampler != "2stage":
+            self.negative_sampler = negatives.NegativeSampler(train, log_w)
+        else:
+            self.item_sampler = negatives.ItemSampler(log_w, self.n_items)
+            if spec.num_candidates > self.item_sampler.num_drawable:
+                raise ValueError(
+                    f"--num_candidates={spec.num_candidates} exceeds the {self.item_sampler.num_drawable} items with "
+                    "non-zero popularity weight (raise --popularity_smoothing above 0)"
+                )
+
+    def _epoch_batches(self, epoch: tf.Tensor) -> tf.data.Dataset:
+        perm = tf.random.experimental.stateless_shuffle(
+            tf.range(self.num_pairs, dtype=tf.int64), seed=tf.stack([tf.constant(self.seed, tf.int64), epoch])
+        )
+        nb, bs = self.batches_per_epoch, self.spec.batch_size
+        batches = tf.reshape(perm[: nb * bs], [nb, bs])
+        steps = epoch * nb + tf.range(nb, dtype=tf.int64)
+        return tf.data.Dataset.from_tensor_slices((steps, batches))
+
+    def _make_batch(self, step: tf.Tensor, pair_ids: tf.Tensor) -> dict:
+        spec = self.spec
+        users = tf.gather(self.users, pair_ids)
+        positives = tf.gather(self.items, pair_ids)
+        seed = tf.stack([tf.constant(self.seed, tf.int64) + 1_000_003, step])
+        out = {"users": users, "positives": positives}
+        if spec.sampler == "2stage":
+            groups = self.candidate_groups
+            if groups == 1:
+                candidates = tf.sort(self.item_sampler.sample_without_replacement(spec.num_candidates, seed))
+                out["candidates"] = tf.cast(candidates, tf.int32)
+                out["candidate_is_positive"] = self.positive_index.candidate_mask(users, candidates)
+            else:
+                blocks = tf.reshape(users, [groups, -1])
+                sets, masks = [], []
+                for g in range(groups):
+                    group_seed = tf.random.experimental.stateless_fold_in(seed, g)
+                    sets.append(tf.sort(self.item_sampler.sample_without_replacement(spec.num_candidates, group_seed)))
+                    masks.append(self.positive_index.candidate_mask(blocks[g], sets[-1]))
+                out["candidates"] = tf.cast(tf.stack(sets), tf.int32)  # [groups, C]
+                out["candidate_is_positive"] = tf.concat(masks, axis=0)  # [B, C]
+        elif spec.sampler == "side_info":
+            negatives = self.negative_sampler.sample(users, positives, spec.num_negatives, seed)
+            out["negatives"] = tf.cast(negatives, tf.int32)
+        else:
+            negatives = self.negative_sampler.sample(users, spec.num_negatives, seed)
+            out["negatives"] = tf.cast(negatives, tf.int32)
+        return out
+
+    def dataset(self, start_step: int = 0, num_steps: int | None = None) -> tf.data.Dataset:
+        """The batch stream from global step ``start_step`` on (infinite unless ``num_steps`` is given).
+
+        Args:
+            start_step: first global batch index (resume point).
+            num_steps: number of batches to yield; None repeats epochs forever.
+        """
+        nb = self.batches_per_epoch
+        first_epoch, skip = divmod(int(start_step), nb)
+        ds = tf.data.Dataset.range(first_epoch, np.iinfo(np.int64).max).flat_map(self._epoch_batches).skip(skip)
+        if num_steps is not None:
+            ds = ds.take(int(num_steps))
+        workers = input_parallelism()
+        ds = ds.map(self._make_batch, num_parallel_calls=workers, deterministic=True)
+        return ds.prefetch(2 * workers).with_options(input_options())
+
+
+def input_parallelism() -> int:
+    """Parallel batch builders: one per two CPU cores, 1 to 8 (the step itself needs the other cores)."""
+    return int(min(8, max(1, (os.cpu_count() or 1) // 2)))
+
+
+def input_options() -> tf.data.Options:
+    """Deterministic order and fixed parallelism, with tf.data's autotuner off.
+
+    On a 2-core machine the autotuner, in some runs and at some point of the run, settled into a configuration that
+    made every training step wait: the 2-stage step then took 13 ms instead of 6.8 ms for the rest of the run (same
+    model, data and seed; see experiments/BENCHMARKS.md). A batch costs
+    about 2 ms to build, a step 5-7 ms, so one builder per two cores with a short prefetch queue keeps the step fed
+    without competing with it for the cores.
+    """
+    options = tf.data.Options()
+    options.deterministic = True
+    options.autotune.enabled = False
+    return options

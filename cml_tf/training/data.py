@@ -1,0 +1,112 @@
+"""The run's data: the config's data set loaded and split, its item features, and the config fitted to it.
+
+Everything here runs before the run directory is touched, so what cannot work fails before anything is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+
+from cml_tf.data import loaders
+from cml_tf.data.interactions import Interactions
+from cml_tf.data.splits import Split, make_split
+from cml_tf.training.config import Config
+
+log = logging.getLogger("cml_tf")
+
+
+class TooLittleData(ValueError):
+    """The data (after the loader's filters and the split) cannot feed the run as configured."""
+
+
+def load_data(config: Config, **load_kwargs) -> tuple[Interactions, Split]:
+    """Loads the data set named by the config and splits it as the config says.
+
+    Args:
+        config: the run's config.
+        **load_kwargs: passed to `cml_tf.data.loaders.load` (``cache_dir``, ``use_cache``).
+    """
+    interactions = loaders.load(config.dataset, config.data_path, **load_kwargs, **config.dataset_options)
+    return interactions, split_data(config, interactions)
+
+
+def split_data(config: Config, interactions: Interactions) -> Split:
+    """The config's split of the interactions (seeded by ``split_seed``), validated."""
+    split_seed = config.resolved().split_seed
+    if config.split == "kfold":
+        split = make_split(
+            interactions.matrix,
+            "kfold",
+            num_folds=config.num_folds,
+            fold=config.fold,
+            valid_fraction=config.valid_fraction,
+            seed=split_seed,
+        )
+    elif config.split == "fo":
+        split = make_split(
+            interactions.matrix,
+            "fo",
+            test_fraction=config.test_fraction,
+            valid_fraction=config.valid_fraction,
+            seed=split_seed,
+        )
+    else:
+        split = make_split(interactions.matrix, "original", seed=split_seed)
+    split.validate()
+    return split
+
+
+def item_features(config: Config, interactions: Interactions):
+    """[n_items, F] sparse item features for CML+F, or None."""
+    if config.features is None:
+        return None
+    if config.features == "tags":
+        from cml_tf.data.loaders.citeulike import load_tag_features
+
+        return load_tag_features(config.data_path, interactions.n_items, min_count=config.feature_min_count)
+    if config.features == "genres":
+        # MovieLens u.item's 19 genre flags (cml_tf.data.side_info), aligned to the interactions' items
+        return loaders.load_side_info(config.dataset, config.data_path, interactions).item_groups
+    raise ValueError(f"--features: unknown features {config.features!r}")
+
+
+def fit_to_data(config: Config, split: Split) -> Config:
+    """The config adjusted to the data, or TooLittleData naming the flag that cannot hold.
+
+    ``num_candidates`` (2-stage) above the number of drawable items (the catalog; with ``popularity_smoothing=0``
+    the items seen in training) is lowered to that number, with a one-line notice: C = catalog is "every item".
+    ``batch_size`` above the training pairs and ``num_negatives`` not below the catalog are errors.
+    """
+    n_users, n_items = split.train.shape
+    pairs = int(split.train.nnz)
+    where = f"the data has {n_users:,} users x {n_items:,} items after its filters"
+    if config.batch_size > pairs:
+        raise TooLittleData(
+            f"--batch_size={config.batch_size} exceeds the {pairs:,} training pairs ({where}); "
+            f"use --batch_size={pairs} or less"
+        )
+    if config.num_negatives >= n_items:
+        raise TooLittleData(f"--num_negatives={config.num_negatives} must be below the {n_items:,} items ({where})")
+    if config.sampler == "2stage":
+        drawable = n_items
+        if config.popularity_smoothing == 0 and config.beta > 0:
+            drawable = int(np.count_nonzero(np.diff(split.train.tocsc().indptr)))
+        if config.num_candidates > drawable:
+            what = "items" if drawable == n_items else "items with a training interaction (--popularity_smoothing=0)"
+            log.warning(
+                "--num_candidates=%d exceeds the %s %s: using --num_candidates=%d",
+                config.num_candidates,
+                f"{drawable:,}",
+                what,
+                drawable,
+            )
+            config = dataclasses.replace(config, num_candidates=drawable)
+        if config.num_negatives > config.num_candidates:
+            raise TooLittleData(
+                f"--num_negatives={config.num_negatives} exceeds the {config.num_candidates:,} candidates "
+                f"the data allows ({where})"
+            )
+    return config
