@@ -80,14 +80,16 @@ def test_notebook_runs_on_the_fixture(path, monkeypatch):
 @pytest.fixture(scope="module")
 def plain_runs(tmp_path_factory):
     """Two finished runs in the layout `python -m cml_tf.train` writes: runs/<default name>/."""
+    from helpers import synthetic_config
+
     from cml_tf import training
-    from cml_tf.training.config import Config
 
     runs = tmp_path_factory.mktemp("plain") / "runs"
     for sampler in ("uniform", "2stage"):
-        config = Config(
-            dataset="synthetic",
-            dataset_options={"num_users": 200, "num_items": 300, "num_interactions": 4000},
+        config = synthetic_config(
+            200,
+            300,
+            4000,
             sampler=sampler,
             batch_size=64,
             num_candidates=100,

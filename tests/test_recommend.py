@@ -6,12 +6,11 @@ import csv
 import io
 import json
 import os
-import subprocess
-import sys
 
 import fake_run
 import numpy as np
 import pytest
+from helpers import ROOT, run_command
 
 from cml_tf import training
 from cml_tf.io import save_npy_atomic, write_json_atomic
@@ -19,20 +18,9 @@ from cml_tf.serving.recommender import Recommender
 from cml_tf.training.config import Config
 from cml_tf.training.data import load_data
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def recommend_cli(*args, pythonpath: str | None = None, cwd: str = ROOT):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (pythonpath, ROOT) if p)
-    return subprocess.run(
-        [sys.executable, "-m", "cml_tf.recommend", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=300,
-    )
+    return run_command("cml_tf.recommend", *args, cwd=cwd, pythonpath=pythonpath)
 
 
 @pytest.fixture(scope="module")

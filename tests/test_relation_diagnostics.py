@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 import pytest
+from helpers import synthetic_config
 
 from cml_tf import training
-from cml_tf.training.config import Config
 from experiments import relation_diagnostics as D
 
 
@@ -27,9 +27,10 @@ def test_normalised_entropy_by_hand():
 
 @pytest.mark.parametrize("model", ["lrml", "attcml", "hlr"])
 def test_diagnose_a_trained_run(tmp_path, model):
-    config = Config(
-        dataset="synthetic",
-        dataset_options={"num_users": 60, "num_items": 80, "num_interactions": 1200},
+    config = synthetic_config(
+        60,
+        80,
+        1200,
         split="fo",
         model=model,
         embedding_dim=8,

@@ -6,15 +6,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import tensorflow as tf
+from helpers import ROOT, kill_training, run_command, synthetic_config
 
 from cml_tf import training
 from cml_tf.evaluation.evaluator import Evaluator
@@ -24,7 +23,6 @@ from cml_tf.models import relations as R
 from cml_tf.training.config import Config
 from cml_tf.training.outputs import RunError, _prepare_run_dir, read_metrics_csv
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RELATIONAL = ("lrml", "transcf", "attcml", "hlr")
 
 
@@ -276,9 +274,10 @@ def test_each_model_learns_planted_structure_above_popularity(name, tmp_path):
 # ------------------------------------------------------------------------------------------ runs
 @pytest.mark.parametrize("name", RELATIONAL)
 def test_resume_equals_uninterrupted_run(name, tmp_path):
-    config = Config(
-        dataset="synthetic",
-        dataset_options={"num_users": 120, "num_items": 150, "num_interactions": 2400},
+    config = synthetic_config(
+        120,
+        150,
+        2400,
         model=name,
         sampler="2stage",
         num_candidates=100,
@@ -325,29 +324,9 @@ def test_cli_trains_each_model_resumes_after_kill(name, tmp_path):
         f"--model_dir={model_dir}",
         "--verbose=0",
     ]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cml_tf.train", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    metrics = os.path.join(model_dir, "metrics.csv")
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        # two rows: the first validation's checkpoint (written just after its metrics.csv row) exists
-        if os.path.exists(metrics) and len(read_metrics_csv(metrics)) >= 2:
-            break
-        time.sleep(0.1)
-    killed = proc.poll() is None
-    if killed:
-        proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    killed = kill_training(args, model_dir)
     assert killed, "the first run ended before it could be killed"
-    out = subprocess.run(
-        [sys.executable, "-m", "cml_tf.train", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
-    )
+    out = run_command("cml_tf.train", *args, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"{model_dir}: resuming from step" in out.stderr
     results = json.loads(out.stdout[out.stdout.index("{") :])

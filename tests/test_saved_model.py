@@ -12,12 +12,11 @@ import textwrap
 import fake_run
 import numpy as np
 import pytest
+from helpers import run_command
 
 from cml_tf.serving.recommender import Recommender
 from cml_tf.serving.runs import RecommendError
 from cml_tf.serving.saved_model import export_saved_model
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Runs in a fresh interpreter where importing cml_tf fails, from a directory without it.
 LOAD_WITHOUT_CML_TF = textwrap.dedent(
@@ -147,14 +146,7 @@ def test_bad_export_requests_are_refused(tmp_path):
 
 
 def _export_cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "cml_tf.export", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""},
-        timeout=300,
-    )
+    return run_command("cml_tf.export", *args)
 
 
 def test_export_command_and_its_errors(tmp_path):

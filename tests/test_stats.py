@@ -3,30 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 from absl import flags
 from absl.testing import flagsaver
+from helpers import run_command
 
 from cml_tf.cli import data_flags
 from cml_tf.data.interactions import DataError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def _stats(*args, cache_dir):
-    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run(
-        [sys.executable, "-m", "cml_tf.stats", f"--cache_dir={cache_dir}", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-    )
+    return run_command("cml_tf.stats", f"--cache_dir={cache_dir}", *args, timeout=120)
 
 
 def test_citeulike_json(shared_data, tmp_path):

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
+from helpers import ROOT, kill_training, run_command
 
 from cml_tf import training
 from cml_tf.data import loaders
@@ -20,7 +19,6 @@ from cml_tf.training.data import TooLittleData, split_data
 from cml_tf.training.outputs import RunError, read_metrics_csv
 from cml_tf.training.run import Schedule
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {"num_users": 300, "num_items": 500, "num_interactions": 6000}
 
 
@@ -41,15 +39,7 @@ def tiny_config(**kw) -> Config:
 
 def run_cli(*args, timeout=300, env=None):
     """The command as a user runs it (no TF_CPP_MIN_LOG_LEVEL of ours), from the project root, stdout a pipe."""
-    environ = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    return subprocess.run(
-        [sys.executable, "-m", "cml_tf.train", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**environ, **(env or {})},
-    )
+    return run_command("cml_tf.train", *args, timeout=timeout, env=env, user_env=True)
 
 
 TINY_FLAGS = ["--num_users=300", "--num_items=500", "--num_interactions=6000", "--batch_size=64"]
@@ -241,23 +231,7 @@ def test_cli_trains_resumes_after_kill_and_reports(tmp_path):
         f"--model_dir={model_dir}",
         "--verbose=0",
     ]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cml_tf.train", *args],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
-    metrics = os.path.join(model_dir, "metrics.csv")
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if os.path.exists(metrics) and len(read_metrics_csv(metrics)) >= 2:
-            break
-        time.sleep(0.2)
-    killed = proc.poll() is None
-    if killed:
-        proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    killed = kill_training(args, model_dir)
     assert killed, "the first run ended before it could be killed: nothing was resumed"
     import tensorflow as tf
 
@@ -269,7 +243,7 @@ def test_cli_trains_resumes_after_kill_and_reports(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"{model_dir}: resuming from step {done} of 400" in out.stderr
     results = json.loads(out.stdout[out.stdout.index("{") :])
-    rows = read_metrics_csv(metrics)
+    rows = read_metrics_csv(os.path.join(model_dir, "metrics.csv"))
     steps = [int(r["step"]) for r in rows]
     assert steps == list(range(40, 401, 40)), steps  # no row lost, none repeated
     assert results["steps"] == 400 and results["model_dir"] == model_dir

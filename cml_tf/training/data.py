@@ -35,26 +35,12 @@ def load_data(config: Config, **load_kwargs) -> tuple[Interactions, Split]:
 
 def split_data(config: Config, interactions: Interactions) -> Split:
     """The config's split of the interactions (seeded by ``split_seed``), validated."""
-    split_seed = config.resolved().split_seed
-    if config.split == "kfold":
-        split = make_split(
-            interactions.matrix,
-            "kfold",
-            num_folds=config.num_folds,
-            fold=config.fold,
-            valid_fraction=config.valid_fraction,
-            seed=split_seed,
-        )
-    elif config.split == "fo":
-        split = make_split(
-            interactions.matrix,
-            "fo",
-            test_fraction=config.test_fraction,
-            valid_fraction=config.valid_fraction,
-            seed=split_seed,
-        )
-    else:
-        split = make_split(interactions.matrix, "original", seed=split_seed)
+    options = {
+        "kfold": {"num_folds": config.num_folds, "fold": config.fold, "valid_fraction": config.valid_fraction},
+        "fo": {"test_fraction": config.test_fraction, "valid_fraction": config.valid_fraction},
+        "original": {},
+    }[config.split]
+    split = make_split(interactions.matrix, config.split, seed=config.resolved().split_seed, **options)
     split.validate()
     return split
 

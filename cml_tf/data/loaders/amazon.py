@@ -98,16 +98,4 @@ def read(path: str, **options) -> Interactions:
             value_name="rating",
             what=CSV_FORMAT,
         )
-    users, user_labels, items, item_labels, ratings = parsed
-    return filters.build(
-        path,
-        users,
-        items,
-        user_labels,
-        item_labels,
-        values=ratings,
-        min_value=o["min_rating"],
-        value_name="rating",
-        steps=[(filters.USERS, o["min_user_interactions"]), (filters.ITEMS, o["min_item_users"])],
-        iterative_core=o["iterative_core"],
-    )
+    return filters.build_rated(path, parsed, o, "rating")

@@ -370,7 +370,7 @@ def read(path: str, **options) -> Interactions:
     o = {**OPTIONS, **options}
     if o["min_weight"] is not None and o["weight_col"] is None:
         raise DataError("--min_weight needs a weight column (--csv_weight_col)")
-    users, user_labels, items, item_labels, values = read_delimited(
+    parsed = read_delimited(
         path,
         user_col=o["user_col"],
         item_col=o["item_col"],
@@ -384,18 +384,7 @@ def read(path: str, **options) -> Interactions:
     )
     if o["min_weight"] is None:
         _notice_label_columns(path, o)
-    return filters.build(
-        path,
-        users,
-        items,
-        user_labels,
-        item_labels,
-        values=values,
-        min_value=o["min_weight"],
-        value_name="weight",
-        steps=[(filters.USERS, o["min_user_interactions"]), (filters.ITEMS, o["min_item_users"])],
-        iterative_core=o["iterative_core"],
-    )
+    return filters.build_rated(path, parsed, o, "weight")
 
 
 def _notice_label_columns(path: str, o: dict) -> None:

@@ -24,7 +24,7 @@ def resolve_path(data_path: str | None) -> str:
 def read(path: str, **options) -> Interactions:
     """Parses the triplets and applies the filters (see the module docstring; once, in the order written)."""
     o = {**OPTIONS, **options}
-    users, user_labels, items, item_labels, counts = read_delimited(
+    parsed = read_delimited(
         path,
         user_col=0,
         item_col=1,
@@ -36,15 +36,4 @@ def read(path: str, **options) -> Interactions:
         value_name="playcount",
         what=FORMAT,
     )
-    return filters.build(
-        path,
-        users,
-        items,
-        user_labels,
-        item_labels,
-        values=counts,
-        min_value=o["min_playcount"],
-        value_name="playcount",
-        steps=[(filters.USERS, o["min_user_interactions"]), (filters.ITEMS, o["min_item_users"])],
-        iterative_core=o["iterative_core"],
-    )
+    return filters.build_rated(path, parsed, o, "playcount")

@@ -186,3 +186,30 @@ def build(
     )
     matrix.has_sorted_indices = True  # pairs come sorted row-major with no duplicates
     return Interactions(matrix, np.asarray(user_labels)[u_old], np.asarray(item_labels)[i_old])
+
+
+def build_rated(source: str, parsed: tuple, options: dict, value_name: str) -> Interactions:
+    """`build` for the row formats (user, item, value): the row threshold ``options["min_<value_name>"]``, then
+    users with ``min_user_interactions`` and items with ``min_item_users``, once or to a fixed point
+    (``iterative_core``), as the loaders' option dicts name them.
+
+    Args:
+        source: file path for messages.
+        parsed: ``(users, user_labels, items, item_labels, values)`` as `cml_tf.data.loaders.csv.read_delimited`
+            returns them.
+        options: the loader's resolved options.
+        value_name: "rating", "playcount" or "weight".
+    """
+    users, user_labels, items, item_labels, values = parsed
+    return build(
+        source,
+        users,
+        items,
+        user_labels,
+        item_labels,
+        values=values,
+        min_value=options[f"min_{value_name}"],
+        value_name=value_name,
+        steps=[(USERS, options["min_user_interactions"]), (ITEMS, options["min_item_users"])],
+        iterative_core=options["iterative_core"],
+    )

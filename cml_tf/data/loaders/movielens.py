@@ -49,7 +49,7 @@ def read(path: str, **options) -> Interactions:
     """Parses the ratings and applies the filters (see the module docstring; once, in the order written)."""
     o = {**OPTIONS, **options}
     sep, header = _sniff(path)
-    users, user_labels, items, item_labels, ratings = read_delimited(
+    parsed = read_delimited(
         path,
         user_col=0,
         item_col=1,
@@ -62,18 +62,7 @@ def read(path: str, **options) -> Interactions:
         value_name="rating",
         what=f"MovieLens {FORMAT} ({os.path.basename(path)}: separator {sep!r})",
     )
-    return filters.build(
-        path,
-        users,
-        items,
-        user_labels,
-        item_labels,
-        values=ratings,
-        min_value=o["min_rating"],
-        value_name="rating",
-        steps=[(filters.USERS, o["min_user_interactions"]), (filters.ITEMS, o["min_item_users"])],
-        iterative_core=o["iterative_core"],
-    )
+    return filters.build_rated(path, parsed, o, "rating")
 
 
 # --------------------------------------------------------------------------------------------------- side information
