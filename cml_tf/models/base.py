@@ -1,4 +1,4 @@
-"""The base of every model: user/item embedding tables, geometry, stage 2, the training step and scoring.
+"""The base of every model: user/item embedding tables, their geometry and the scoring hooks.
 
 `MetricModel` is CML's machinery with two hooks that the relational models override: `relation` (the translation
 vector r(u, v), zero for CML) and `extra_loss` (model-specific regularisers). Distances are ``‖u + r − v‖²``.
@@ -9,9 +9,7 @@ Geometry (``geometry``):
 * ``ball`` (Hsieh et al. 2017, CollMetric): raw rows, clipped to norm <= 1 after every update — by the lazy
   optimizer on the touched rows, or by a ``MaxNorm(axis=1)`` constraint on the whole table with a dense optimizer.
 
-The training step (one ``tf.function``): look up the batch, run stage 2 of the 2-stage sampler on the CURRENT item
-embeddings when the batch carries candidates, compute the loss terms from `cml_tf.models.losses`, apply the gradients.
-Only the looked-up rows get gradients (``tf.IndexedSlices``), so with the lazy optimizers a step costs O(batch).
+The training step, stage 2 and the loss terms are `cml_tf.models.step.TrainingStep`, a mixin of `MetricModel`.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from cml_tf.evaluation.toplists import sample_users
 from cml_tf.models.step import FIRST_NONFINITE_STEP
 from cml_tf.training.config import Config
 from cml_tf.training.distribute import Devices
-from cml_tf.training.outputs import RunError, RunPlace, RunState, evaluate_model, write_metrics_csv
+from cml_tf.training.outputs import RunError, RunPlace, RunState, write_metrics_csv
 
 if TYPE_CHECKING:
     from cml_tf.training.run import Schedule
@@ -83,7 +83,7 @@ class EvaluationCheckpoint(keras.callbacks.Callback):
             "gor": float(logs.get("gor", np.nan)),
         }
         if self.evaluator is not None:
-            metrics = evaluate_model(self.evaluator, self.model)
+            metrics = self.evaluator.evaluate_model(self.model)
             row.update({k: float(v) for k, v in metrics.items() if k != "users"})
             for k, v in metrics.items():
                 if k != "users":

@@ -304,6 +304,10 @@ class ShardedEvaluator:
         mean = {name: (float(total[i] / n) if n else float("nan")) for i, name in enumerate(names)}
         return result_dict(mean, n, self.k)
 
+    def evaluate_model(self, model) -> dict[str, float]:
+        """`evaluate` of a model's tables (distributed runs are CML's: the config refuses the relational models)."""
+        return self.evaluate(*model.embeddings())
+
 
 def evaluator_for(evaluator, strategy: tf.distribute.Strategy):
     """``evaluator`` itself on one replica, else a `ShardedEvaluator` over the strategy's replicas."""

@@ -127,14 +127,6 @@ def _prepare_run_dir(config: Config, model_dir: str, overwrite: bool) -> None:
     write_json_atomic(path, config.to_dict())
 
 
-def evaluate_model(evaluator, model: MetricModel) -> dict:
-    """The evaluator's metrics of a model: CML's embeddings by one matmul per batch (sharded when distributed),
-    a relational model's scores in chunks of users x items (`Evaluator.evaluate_model`)."""
-    if model.relational:
-        return evaluator.evaluate_model(model)
-    return evaluator.evaluate(*model.embeddings())
-
-
 def summary_line(results: dict, k: int) -> str:
     """``ndcg@50 0.0712, map@50 0.0301, recall@50 0.1410, mmr 12.3 (best step 960)`` from a results dict."""
     names = [f"ndcg@{k}", f"map@{k}", f"recall@{k}", f"precision@{k}"]
@@ -253,7 +245,7 @@ def finish(config, model_dir, model, checkpoint, best_manager, interactions, spl
     )
     if devices is not None:
         test_evaluator = devices.evaluator(test_evaluator)
-    test = evaluate_model(test_evaluator, model)
+    test = test_evaluator.evaluate_model(model)
     emb_dir = os.path.join(model_dir, "embeddings")
     save_npy_atomic(os.path.join(emb_dir, "user_embeddings.npy"), user_vectors)
     save_npy_atomic(os.path.join(emb_dir, "item_embeddings.npy"), item_vectors)
