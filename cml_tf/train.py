@@ -34,8 +34,9 @@ flags.DEFINE_enum(
     "preset",
     "paper",
     sorted(PRESETS),
-    "Starting point for every other flag: the paper's settings "
-    "or CollMetric's CML.py. Flags given explicitly override the preset.",
+    "Starting point for every other flag: paper (the paper's settings), original (the samplers as the original "
+    "code runs them: uncapped stage 2 on a never-refreshed table, batch-distinct popular negatives, no GOR), "
+    "collmetric / collmetric_f (CollMetric's CML.py). Flags given explicitly override the preset.",
 )
 flags.DEFINE_string(
     "model",
@@ -92,6 +93,35 @@ flags.DEFINE_string(
     str(_D.stage2_refresh_every),
     "2stage: the item table stage 2 reads: 0 = the current one at every step; K = a copy refreshed every K steps; "
     "'never' = the copy made at initialisation (what the original code's forked sampler workers read).",
+)
+flags.DEFINE_bool(
+    "stage2_mask_opposite",
+    _D.stage2_mask_opposite,
+    "2stage: candidates pointing away from the positive (s < 0) get weight 0, as in the paper and the original "
+    "code; --nostage2_mask_opposite weighs them by w(|s|).",
+)
+flags.DEFINE_bool(
+    "stage2_replacement",
+    _D.stage2_replacement,
+    "2stage: draw a row's |N_ij| negatives independently (with replacement) instead of successively without.",
+)
+flags.DEFINE_float(
+    "stage2_uniform_mix",
+    _D.stage2_uniform_mix,
+    "2stage: ρ, draw from (1 - ρ)·w(s) + ρ·uniform over the candidates that are not positives (0 = off).",
+)
+flags.DEFINE_bool(
+    "batch_distinct_negatives",
+    _D.batch_distinct_negatives,
+    "popular: the batch's B·|N_ij| negatives are distinct items (drawn without replacement over the batch, "
+    "positives redrawn), as the original popular sampler draws them.",
+)
+flags.DEFINE_enum(
+    "hinge",
+    _D.hinge,
+    ["min", "mean"],
+    "The triplet hinge over |N_ij| negatives: min = [D(u,p) - min_k D(u,n_k) + α]+, the hardest (the paper); "
+    "mean = one hinge per negative, averaged.",
 )
 flags.DEFINE_integer(
     "split_seed",
@@ -201,6 +231,8 @@ def _ignored_flag(config: Config, flag_values) -> str | None:
             )
         if config.sampler != "2stage" and (name == "num_candidates" or name.startswith("stage2_")):
             return f"--{name} does not apply to --sampler={config.sampler} (only 2stage has stage-1 candidates)"
+        if config.sampler != "popular" and name == "batch_distinct_negatives":
+            return f"--{name} does not apply to --sampler={config.sampler} (only popular)"
         if config.sampler in ("uniform", "side_info") and name in ("beta", "popularity_smoothing"):
             return (
                 f"--{name} does not apply to --sampler={config.sampler} "
@@ -323,8 +355,8 @@ _HELP_GROUPS = [
     ("Data (README: Data)", ["dataset", "data_path", *data_flags.FLAG_TO_OPTION, "cache_dir", "use_cache"], ()),
     (
         "Sampling",
-        ["sampler", "batch_size", "num_negatives", "num_candidates", "beta", "popularity_smoothing"],
-        ("stage2_",),
+        ["sampler", "batch_size", "num_negatives", "num_candidates", "beta", "popularity_smoothing", "hinge"],
+        ("stage2_", "batch_distinct_negatives"),
     ),
     (
         "Training",

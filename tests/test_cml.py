@@ -294,14 +294,15 @@ def test_stage2_seed_changes_with_the_step():
 
 
 def _stage2_picks(model, rows=400):
-    """Stage 2's picks for positive item 0 over candidates 1..N_ITEMS-1 (uncapped: the hardest candidate wins)."""
+    """Stage 2's first pick per row for positive item 0 over candidates 1..N_ITEMS-1 (uncapped: the hardest
+    candidate wins)."""
     data = {
         "users": tf.zeros([rows], tf.int32),
         "positives": tf.zeros([rows], tf.int32),
         "candidates": tf.range(1, N_ITEMS, dtype=tf.int32),
         "candidate_is_positive": tf.zeros([rows, N_ITEMS - 1], tf.bool),
     }
-    return model.select_negatives(data).numpy().ravel()
+    return model.select_negatives(data).numpy()[:, 0]
 
 
 def _copy_item_zero_into(model, row):
@@ -311,9 +312,10 @@ def _copy_item_zero_into(model, row):
     model.item_embedding.embeddings.assign(table)
 
 
+@pytest.mark.parametrize("num", [1, 5])
 @pytest.mark.parametrize("refresh", [0, -1, 5])
-def test_stage2_reads_current_or_snapshot_table(refresh):
-    model = _model(embedding_dim=64, num_negatives=1, stage2_weight_cap=None, stage2_refresh_every=refresh, seed=4)
+def test_stage2_reads_current_or_snapshot_table(refresh, num):
+    model = _model(embedding_dim=64, num_negatives=num, stage2_weight_cap=None, stage2_refresh_every=refresh, seed=4)
     initial = model.item_embedding.embeddings.numpy().copy()
     before = _stage2_picks(model)
     assert np.mean(before == 7) < 0.5  # at initialisation item 7 is not the hardest candidate

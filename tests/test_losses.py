@@ -41,6 +41,18 @@ def test_triplet_hinge_hand():
     assert L.triplet_hinge(_c([0.0]), _c([[1.0, 10.0]]), 1.5).numpy()[0] == pytest.approx(0.5)
 
 
+def test_triplet_hinge_mean_is_one_hinge_per_negative_averaged():
+    pos = _c([1.0, 5.0, 0.5])
+    neg = _c([[4.0, 2.5], [9.0, 7.0], [0.1, 3.0]])
+    out = L.triplet_hinge(pos, neg, margin=2.0, over="mean").numpy()
+    # row 0: ([1-4+2]+ + [1-2.5+2]+)/2 = (0 + 0.5)/2 ; row 1: 0 ; row 2: ([0.5-0.1+2]+ + [0.5-3+2]+)/2 = 2.4/2
+    np.testing.assert_allclose(out, [0.25, 0.0, 1.2], rtol=1e-6)
+    one = _c([[3.0], [0.0], [9.0]])  # a single negative: both reductions agree
+    np.testing.assert_allclose(L.triplet_hinge(pos, one, 2.0, "mean"), L.triplet_hinge(pos, one, 2.0), rtol=1e-6)
+    with pytest.raises(ValueError, match="--hinge"):
+        L.triplet_hinge(pos, neg, 2.0, "max")
+
+
 def test_triplet_hinge_random_against_numpy():
     rng = np.random.default_rng(1)
     pos = rng.uniform(0, 4, size=7).astype(np.float32)

@@ -213,3 +213,83 @@ def test_side_info_stream_draws_group_mates_never_positives(train):
     _assert_same(elements, _elements(TrainingStream(train, _spec("side_info"), seed=3, item_groups=groups), 0, 6))
     with pytest.raises(ValueError, match="--sampler=side_info needs item side information"):
         TrainingStream(train, _spec("side_info"), seed=3)
+
+
+# ----------------------------------------------------------------------------- the original's popular sampler
+def _original_popular_exact(p, positives_of_rows):
+    """Exact P(negatives of a batch) under the original popular sampler (deezer/sigir2019-2stagesampling,
+    samplers/popular_sampler.py, |N| = 1): ``np.random.choice(items, size=(B, 1), replace=False, p)`` (successive
+    draws over the whole batch), then each draw that is a positive of its row's user redrawn from ``p`` until it is
+    not (the complement, renormalised). Enumerates every ordered tuple of distinct first draws."""
+    import itertools
+
+    p = np.asarray(p, np.float64)
+    n, b = p.size, len(positives_of_rows)
+    out: dict[tuple, float] = {}
+    for first in itertools.permutations(range(n), b):
+        prob, left = 1.0, 1.0
+        for i in first:
+            prob *= p[i] / left
+            left -= p[i]
+        finals = []
+        for row, i in enumerate(first):
+            pos = positives_of_rows[row]
+            if i in pos:
+                free = np.array([0.0 if j in pos else p[j] for j in range(n)])
+                finals.append([(j, free[j] / free.sum()) for j in range(n) if free[j] > 0])
+            else:
+                finals.append([(i, 1.0)])
+        for combo in itertools.product(*finals):
+            key = tuple(j for j, _ in combo)
+            out[key] = out.get(key, 0.0) + prob * np.prod([q for _, q in combo])
+    return out
+
+
+def test_batch_distinct_popular_negatives_follow_the_original_sampler():
+    from references import chi2_pvalue
+
+    # 3 users x 6 items; the batch holds every pair once: users 0, 0, 1, 2 (B = 4)
+    train = sp.csr_matrix(
+        np.array([[1, 1, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0], [1, 0, 0, 0, 1, 0]], np.float32)
+    )  # item counts 2, 1, 1, 0, 1, 0: with smoothing 1, weights ∝ 3, 2, 2, 1, 2, 1
+    spec = SamplerSpec(
+        sampler="popular", batch_size=5, num_negatives=1, beta=1.0, popularity_smoothing=1.0, batch_distinct=True
+    )
+    stream = TrainingStream(train, spec, seed=3)
+    assert stream.batches_per_epoch == 1
+    w = np.array([3.0, 2, 2, 1, 2, 1])
+    p = w / w.sum()
+    rows, draws = None, []
+    for element in stream.dataset(0, 6000):
+        users = element["users"].numpy()
+        order = np.lexsort((element["positives"].numpy(), users))  # rows sorted: (0,0) (0,1) (1,2) (2,0) (2,4)
+        rows = users[order] if rows is None else rows
+        draws.append(tuple(element["negatives"].numpy()[order, 0]))
+    positives = [set(train[u].indices) for u in rows]
+    assert not any(j in positives[r] for d in draws for r, j in enumerate(d))  # never a positive
+    # rows 0 and 1 (both user 0): their joint law is the original's (the full 5-row joint is too fine for 6,000).
+    # Both shuffle the pairs, so a row takes any place in the draw order: average over the batch orders.
+    import itertools
+
+    marginal: dict[tuple, float] = {}
+    orders = list(itertools.permutations(range(5)))
+    for order in orders:
+        exact = _original_popular_exact(p, [positives[r] for r in order])
+        for key, prob in exact.items():
+            by_row = {order[place]: item for place, item in enumerate(key)}
+            pair = (by_row[0], by_row[1])
+            marginal[pair] = marginal.get(pair, 0.0) + prob / len(orders)
+    keys = sorted(marginal)
+    counts = [sum(1 for d in draws if d[:2] == k) for k in keys]
+    assert chi2_pvalue(counts, [marginal[k] for k in keys]) > 1e-3
+    # not the default's i.i.d. complement draws: the two rows collide far less often than i.i.d. draws would
+    free = np.where(np.isin(np.arange(6), list(positives[0])), 0.0, p)
+    free /= free.sum()
+    collide = np.mean([d[0] == d[1] for d in draws])
+    assert collide == pytest.approx(sum(marginal.get((j, j), 0.0) for j in range(6)), abs=0.02)
+    assert collide < (free**2).sum() - 0.1
+
+
+def test_batch_distinct_needs_enough_drawable_items(train):
+    with pytest.raises(ValueError, match="--batch_distinct_negatives"):
+        TrainingStream(train, _spec("popular", num_negatives=6, batch_distinct=True))

@@ -277,6 +277,10 @@ def test_cli_trains_resumes_after_kill_and_reports(tmp_path):
         ("--batch_size=abc", "error: flag --batch_size=abc"),
         ("--sampler=uniform --stage2_cutoff=0.5", "error: --stage2_cutoff does not apply to --sampler=uniform"),
         ("--sampler=popular --stage2_weight_cap=4", "error: --stage2_weight_cap does not apply to --sampler=popular"),
+        ("--stage2_uniform_mix=1.5", "error: --stage2_uniform_mix must be in [0, 1], got 1.5"),
+        ("--hinge=max", "error: flag --hinge=max"),
+        ("--sampler=uniform --stage2_replacement", "error: --stage2_replacement does not apply to --sampler=uniform"),
+        ("--batch_distinct_negatives", "error: --batch_distinct_negatives does not apply to --sampler=2stage"),
     ],
 )
 def test_cli_bad_flags_fail_before_training_with_the_flag_named(flag, message, tmp_path):
@@ -445,6 +449,24 @@ def test_collmetric_preset_maps_to_config():
     assert (config.num_negatives, config.embedding_dim, config.split) == (20, 100, "original")
     assert config.use_rank_weight and config.eval_users == 1000
     assert config.init_stddev == pytest.approx(0.1)  # 1/sqrt(d) in the ball
+
+
+def test_original_preset_and_the_negatives_flags_map_to_config():
+    argvs = [
+        ("--preset=original",),
+        ("--preset=original", "--sampler=popular"),
+        ("--nostage2_mask_opposite", "--stage2_replacement", "--stage2_uniform_mix=0.25", "--hinge=mean"),
+        ("--sampler=popular", "--batch_distinct_negatives"),
+    ]
+    configs = _configs_from_flags(*argvs)
+    original = configs[argvs[0]]
+    assert (original.stage2_weight_cap, original.stage2_refresh_every, original.popularity_smoothing) == (None, -1, 0.0)
+    assert original.stage2_mask_opposite and not original.stage2_replacement and original.gor_weight == 0.0
+    assert configs[argvs[1]].batch_distinct_negatives and configs[argvs[1]].sampler == "popular"
+    options = configs[argvs[2]]
+    assert not options.stage2_mask_opposite and options.stage2_replacement
+    assert (options.stage2_uniform_mix, options.hinge) == (0.25, "mean")
+    assert configs[argvs[3]].batch_distinct_negatives
 
 
 def test_ball_geometry_keeps_every_row_inside_the_ball(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -215,3 +217,107 @@ def test_two_stage_select_weight_cap_spreads_the_hardest_candidates():
     capped = T.two_stage_select(p, cands, mask, 1, tf.constant([1, 2], tf.int64), weight_cap=1.0).numpy()[:, 0]
     freq = np.bincount(capped, minlength=4) / rows
     np.testing.assert_allclose(freq, 0.25, atol=0.03)
+
+
+# ------------------------------------------------------------- the original's stage 2 and the |N_ij| > 1 options
+BETA_VOLUMN_CONST = 0.2228655673209082014292
+
+
+def _original_spreadout_weights(spreadout_distance, embedding_dim):
+    """deezer/sigir2019-2stagesampling, samplers/spreadout_sampler.py `_calculate_weights`, transcribed."""
+    mask = spreadout_distance > 0
+    log_weights = (1.0 - (float(embedding_dim) - 1) / 2) * np.log(1.0 - np.square(spreadout_distance) + 1e-8) + np.log(
+        BETA_VOLUMN_CONST
+    )
+    weights = np.exp(log_weights)
+    weights[np.isnan(weights)] = 0.0
+    weights[~mask] = 0.0
+    return weights / weights.sum() if weights.sum() > 0 else weights
+
+
+def _successive_probs(w, num):
+    """Exact P(ordered draw) of ``num`` successive draws ∝ w without replacement (np.random.choice(replace=False))."""
+    w = np.asarray(w, np.float64)
+    probs = {}
+    for seq in itertools.permutations(range(len(w)), num):
+        p, left = 1.0, w.sum()
+        for i in seq:
+            p *= w[i] / left if left > 0 else 0.0
+            left -= w[i]
+        if p > 0:
+            probs[seq] = p
+    return probs
+
+
+def _sequence_counts(picked, keys):
+    counts = dict.fromkeys(keys, 0)
+    for row in map(tuple, picked.tolist()):
+        assert row in counts, f"drawn {row}, impossible under the reference"
+        counts[row] += 1
+    return [counts[k] for k in keys]
+
+
+def test_successive_stage2_is_the_original_spreadout_sampler():
+    # the original's stage 2 at |N| = 3: weights by its own _calculate_weights (s <= 0 masked, uncapped), then
+    # np.random.choice(size=3, p=weights, replace=False); ours: weight_cap=None (uncapped), successive draws
+    dim = 16
+    sims = np.array([0.8, 0.55, 0.3, 0.1, -0.2, -0.6])
+    pos, cands = _hand_vectors(sims, dim)
+    rows = 30_000
+    picked = T.two_stage_select(
+        np.repeat(pos, rows, 0), cands, np.zeros((rows, sims.size), bool), 3, tf_seed(8), weight_cap=None
+    ).numpy()
+    exact = _successive_probs(_original_spreadout_weights(sims, dim), 3)
+    keys = sorted(exact)
+    assert chi2_pvalue(_sequence_counts(picked, keys), [exact[k] for k in keys]) > 1e-3
+
+
+def test_stage2_without_the_opposite_mask_weighs_by_the_absolute_similarity():
+    dim = 16
+    sims = np.array([0.5, 0.2, -0.5, -0.1, 0.0])
+    pos, cands = _hand_vectors(sims, dim)
+    rows = 30_000
+    mask = np.zeros((rows, sims.size), bool)
+    picked = T.two_stage_select(
+        np.repeat(pos, rows, 0), cands, mask, 1, tf_seed(3), weight_cap=None, mask_opposite=False
+    ).numpy()[:, 0]
+    w = (1 - sims**2) ** (-(dim - 3) / 2)  # w(|s|): the two ±0.5 candidates weigh the same
+    assert chi2_pvalue(np.bincount(picked, minlength=sims.size), w / w.sum()) > 1e-3
+    masked = T.stage2_logits(tf.constant(sims, tf.float32), dim).numpy()
+    assert np.isneginf(masked[[2, 3]]).all()  # the default gives s < 0 no weight
+
+
+def test_stage2_with_replacement_draws_independently():
+    dim = 16
+    sims = np.array([0.6, 0.4, 0.1, 0.0])
+    pos, cands = _hand_vectors(sims, dim)
+    rows = 30_000
+    mask = np.zeros((rows, sims.size), bool)
+    picked = T.two_stage_select(
+        np.repeat(pos, rows, 0), cands, mask, 2, tf_seed(4), weight_cap=8.0, replacement=True
+    ).numpy()
+    w = _capped_weights(sims, dim, 8.0, 0.0)
+    p = w / w.sum()
+    keys = [(a, b) for a in range(4) for b in range(4)]
+    assert chi2_pvalue(_sequence_counts(picked, keys), [p[a] * p[b] for a, b in keys]) > 1e-3
+    assert (picked[:, 0] == picked[:, 1]).mean() > 0.2  # repeats, which successive draws never give
+
+
+@pytest.mark.parametrize("num", [1, 2])
+def test_stage2_uniform_mix_is_the_mixture_of_the_two_distributions(num):
+    dim = 16
+    sims = np.array([0.7, 0.3, 0.0, -0.4, 0.5])
+    pos, cands = _hand_vectors(sims, dim)
+    rows = 30_000
+    mask = np.zeros((rows, sims.size), bool)
+    mask[:, 4] = True  # a positive: never drawn, not in the uniform part either
+    picked = T.two_stage_select(
+        np.repeat(pos, rows, 0), cands, mask, num, tf_seed(6), weight_cap=4.0, uniform_mix=0.3
+    ).numpy()
+    w = _capped_weights(sims, dim, 4.0, 0.0)
+    w[4] = 0.0
+    nonpositive = np.array([1.0, 1, 1, 1, 0])
+    p = 0.7 * w / w.sum() + 0.3 * nonpositive / nonpositive.sum()
+    exact = _successive_probs(p, num)
+    keys = sorted(exact)
+    assert chi2_pvalue(_sequence_counts(picked, keys), [exact[k] for k in keys]) > 1e-3

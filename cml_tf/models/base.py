@@ -44,6 +44,11 @@ class MetricModel(TrainingStep, keras.Model):
         stage2_refresh_every: which item table stage 2 reads: 0 = the current one (every step); K > 0 = a copy
             refreshed every K steps; -1 (`REFRESH_NEVER`) = the copy made at initialisation (what the original code's
             forked sampler processes effectively used).
+        stage2_mask_opposite: stage 2 gives candidates with s < 0 weight 0 (True) or w(|s|) (False).
+        stage2_replacement: stage 2's |N_ij| draws are independent (True) or successive, without replacement.
+        stage2_uniform_mix: ρ: stage 2 draws from (1 − ρ)·w + ρ·uniform over the non-positive candidates.
+        hinge: the triplet hinge over the |N_ij| negatives: "min" (the hardest, the paper) or "mean" (one hinge
+            per negative, averaged).
         gor_weight: λ_g of Global Orthogonal Regularisation (0 disables).
         use_rank_weight: CollMetric's WARP weight log(rank + 1).
         cov_loss_weight: weight of the covariance loss (0 disables; it reads both whole tables: O(catalog)).
@@ -68,6 +73,10 @@ class MetricModel(TrainingStep, keras.Model):
         stage2_weight_cap: float | None = None,
         stage2_cutoff: float = 0.0,
         stage2_refresh_every: int = 0,
+        stage2_mask_opposite: bool = True,
+        stage2_replacement: bool = False,
+        stage2_uniform_mix: float = 0.0,
+        hinge: str = "min",
         gor_weight: float = 0.0,
         use_rank_weight: bool = False,
         cov_loss_weight: float = 0.0,
@@ -92,6 +101,12 @@ class MetricModel(TrainingStep, keras.Model):
         self.stage2_weight_cap = None if stage2_weight_cap is None else float(stage2_weight_cap)
         self.stage2_cutoff = float(stage2_cutoff)
         self.stage2_refresh_every = int(stage2_refresh_every)
+        self.stage2_mask_opposite = bool(stage2_mask_opposite)
+        self.stage2_replacement = bool(stage2_replacement)
+        self.stage2_uniform_mix = float(stage2_uniform_mix)
+        if hinge not in L.HINGES:
+            raise ValueError(f"--hinge: unknown {hinge!r}; expected one of {', '.join(L.HINGES)}")
+        self.hinge = hinge
         self.gor_weight = float(gor_weight)
         self.use_rank_weight = bool(use_rank_weight)
         self.cov_loss_weight = float(cov_loss_weight)
@@ -288,6 +303,10 @@ class MetricModel(TrainingStep, keras.Model):
             "stage2_weight_cap": self.stage2_weight_cap,
             "stage2_cutoff": self.stage2_cutoff,
             "stage2_refresh_every": self.stage2_refresh_every,
+            "stage2_mask_opposite": self.stage2_mask_opposite,
+            "stage2_replacement": self.stage2_replacement,
+            "stage2_uniform_mix": self.stage2_uniform_mix,
+            "hinge": self.hinge,
             "gor_weight": self.gor_weight,
             "use_rank_weight": self.use_rank_weight,
             "cov_loss_weight": self.cov_loss_weight,

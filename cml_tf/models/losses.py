@@ -23,17 +23,29 @@ def squared_distances(users: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(tf.math.squared_difference(users, items), axis=-1)
 
 
-def triplet_hinge(pos_distances: tf.Tensor, neg_distances: tf.Tensor, margin: float) -> tf.Tensor:
-    """Per-pair triplet hinge ``[D²(u, v_pos) − min_k D²(u, v_k) + α]_+``.
+HINGES = ("min", "mean")
+
+
+def triplet_hinge(pos_distances: tf.Tensor, neg_distances: tf.Tensor, margin: float, over: str = "min") -> tf.Tensor:
+    """Per-pair triplet hinge over the pair's n negatives.
+
+    ``over="min"`` (the paper, CollMetric): ``[D²(u, v_pos) − min_k D²(u, v_k) + α]_+``, the hardest negative only;
+    ``"mean"``: one hinge per negative, averaged, ``(1/n) Σ_k [D²(u, v_pos) − D²(u, v_k) + α]_+``. The two agree for
+    n = 1.
 
     Args:
         pos_distances: [batch] squared distances user -> positive item.
         neg_distances: [batch, n] squared distances user -> each of the n negatives.
         margin: α.
+        over: "min" or "mean".
 
     Returns:
         [batch] per-pair hinge (the paper and CollMetric sum these over the batch).
     """
+    if over == "mean":
+        return tf.reduce_mean(tf.nn.relu(pos_distances[:, None] - neg_distances + margin), axis=-1)
+    if over != "min":
+        raise ValueError(f"--hinge: unknown {over!r}; expected one of {', '.join(HINGES)}")
     closest = tf.reduce_min(neg_distances, axis=-1)
     return tf.nn.relu(pos_distances - closest + margin)
 

@@ -100,6 +100,9 @@ class TrainingStep:
             self._step_seed(),
             weight_cap=self.stage2_weight_cap,
             cutoff=self.stage2_cutoff,
+            mask_opposite=self.stage2_mask_opposite,
+            replacement=self.stage2_replacement,
+            uniform_mix=self.stage2_uniform_mix,
         )
         return tf.gather(candidates, picked)
 
@@ -115,7 +118,7 @@ class TrainingStep:
         # the user's reference items never include the positive being predicted (masked, not filtered)
         d_pos = self.pair_distances(users, u, positives, p, exclude=positives)
         d_neg = self.pair_distances(users, u, negatives, n, exclude=positives)
-        per_pair = L.triplet_hinge(d_pos, d_neg, self.margin)
+        per_pair = L.triplet_hinge(d_pos, d_neg, self.margin, self.hinge)
         if self.use_rank_weight:
             per_pair = per_pair * L.warp_rank_weight(d_pos, d_neg, self.margin, self.n_items)
         hinge = tf.reduce_sum(per_pair)

@@ -39,6 +39,10 @@ class SamplerSpec:
         num_candidates: C, the 2-stage candidate set size.
         beta: popularity exponent β.
         popularity_smoothing: added to item counts before ^β (0 = the original's behaviour).
+        batch_distinct: popular only: the batch's B·N negatives are distinct items, drawn successively (without
+            replacement over the whole batch) by the sampler's weights, and a draw that is a positive of its row's user
+            is replaced by an exact draw from the user's complement: the original popular sampler's
+            ``np.random.choice(size=(B, N), replace=False, p)`` followed by its redraw of positives.
     """
 
     sampler: str = "2stage"
@@ -47,6 +51,7 @@ class SamplerSpec:
     num_candidates: int = 2000
     beta: float = 1.0
     popularity_smoothing: float = 1.0
+    batch_distinct: bool = False
 
     def validate(self, n_items: int, num_pairs: int) -> None:
         """Raises ValueError naming the flag for inconsistent values."""
@@ -120,6 +125,14 @@ class TrainingStream:
             self.negative_sampler = negatives.SideInfoSampler(train, item_groups)
         elif spec.sampler != "2stage":
             self.negative_sampler = negatives.NegativeSampler(train, log_w)
+            if spec.batch_distinct and spec.sampler == "popular":
+                self.item_sampler = negatives.ItemSampler(log_w, self.n_items)
+                drawable = self.item_sampler.num_drawable
+                if spec.batch_size * spec.num_negatives > drawable:
+                    raise ValueError(
+                        f"--batch_distinct_negatives: --batch_size x --num_negatives = "
+                        f"{spec.batch_size * spec.num_negatives} exceeds the {drawable} drawable items"
+                    )
         else:
             self.item_sampler = negatives.ItemSampler(log_w, self.n_items)
             if spec.num_candidates > self.item_sampler.num_drawable:
@@ -163,8 +176,21 @@ class TrainingStream:
             out["negatives"] = tf.cast(negatives, tf.int32)
         else:
             negatives = self.negative_sampler.sample(users, spec.num_negatives, seed)
+            if spec.batch_distinct and spec.sampler == "popular":
+                negatives = self._batch_distinct(users, negatives, seed)
             out["negatives"] = tf.cast(negatives, tf.int32)
         return out
+
+    def _batch_distinct(self, users: tf.Tensor, complement_draws: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """[B, N] distinct items drawn successively over the batch; where one is a positive of its row's user, the
+        exact complement draw ``complement_draws`` [B, N] stands in (the original redraws it until it is not)."""
+        shape = tf.shape(complement_draws)
+        distinct = self.item_sampler.sample_without_replacement(
+            self.spec.batch_size * self.spec.num_negatives, tf.random.experimental.stateless_fold_in(seed, 7)
+        )
+        distinct = tf.reshape(tf.cast(distinct, complement_draws.dtype), shape)
+        rows = tf.broadcast_to(tf.cast(users, tf.int64)[:, None], shape)
+        return tf.where(self.positive_index.contains(rows, distinct), complement_draws, distinct)
 
     def dataset(self, start_step: int = 0, num_steps: int | None = None) -> tf.data.Dataset:
         """The batch stream from global step ``start_step`` on (infinite unless ``num_steps`` is given).

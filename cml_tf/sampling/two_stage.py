@@ -8,10 +8,16 @@ its value at s = 0 and capped at λ,
     w(s) = min(λ, (1 − s²)^(−(d−3)/2))   for 0 ≤ s and D(v_j, v_n) = √(2 − 2s) ≥ D_min;   w(s) = 0 otherwise.
 
 λ = ∞ is the paper taken literally (at d = 128 hardest-negative mining), λ = 1 is uniform over the candidates with
-s ≥ 0. The cut-off D_min ignores candidates closer than D_min to the positive. Computed as logits (the uncapped
-weights overflow float32 at d = 128), without replacement (Gumbel top-k; one inverse-CDF draw for |N_ij| = 1),
-never a positive of the user; where no candidate has a weight the draw falls back to uniform over the
-(non-positive) candidates. Seeds are stateless ([2] ints), as in `cml_tf.sampling.negatives`.
+s ≥ 0. The cut-off D_min ignores candidates closer than D_min to the positive. ``mask_opposite=False`` weighs the
+candidates with s < 0 by w(|s|) instead of 0 (the density is symmetric; the original code masks them). A mixture
+``uniform_mix`` = ρ draws from (1 − ρ)·w / Σw + ρ·uniform over the non-positive candidates.
+
+The |N_ij| draws of a row are successive (without replacement: each draw renormalised over the candidates not yet
+drawn, as the original's ``np.random.choice(replace=False)``) or independent (``replacement=True``); never a positive
+of the user; where no candidate has a weight left the draw falls back to uniform over the remaining non-positive
+candidates. Weights are computed as logits (the uncapped ones overflow float32 at d = 128) and every draw is one
+inverse-CDF search, so the whole stage compiles with XLA into a few loops over the [batch, C] matrix. Seeds are
+stateless ([2] ints), as in `cml_tf.sampling.negatives`.
 """
 
 from __future__ import annotations
@@ -19,10 +25,10 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-# Keys for candidates that are not drawable by the inverse density (s < 0): below every valid key but still ordered
-# by their own Gumbel noise, i.e. uniform. Gumbel noise from u in [1e-20, 1) lies in [-3.9, 17]; valid logits are
-# >= 0 for d >= 3 (>= -13.2 for any d >= 1 at the clip), so gumbel - 64 is below every valid key. The offset must
-# stay small: at -1e6 the float32 spacing is 1/16, Gumbel keys tie and top_k breaks ties towards the lowest index.
+# Keys of the candidates without a weight (the uniform fallback) in successive draws: below every weighted key but
+# still ordered by their own Gumbel noise, i.e. uniform. Gumbel noise from u in [1e-20, 1) lies in [-3.9, 17]; the
+# weighted keys are >= 0 for d >= 3 (inverse-density logits; a mixture's log-probabilities are >= log(ρ / C)), so
+# gumbel - 64 is below them. The offset must stay small: at -1e6 the float32 spacing is 1/16 and Gumbel keys tie.
 _FALLBACK_OFFSET = -64.0
 
 
@@ -42,7 +48,13 @@ def inverse_density_logits(similarities: tf.Tensor, dim: int, clip: float = 1.0 
     return tf.where(similarities >= 0.0, logits, tf.constant(-np.inf, logits.dtype))
 
 
-def stage2_logits(similarities: tf.Tensor, dim: int, weight_cap: float | None = None, cutoff: float = 0.0) -> tf.Tensor:
+def stage2_logits(
+    similarities: tf.Tensor,
+    dim: int,
+    weight_cap: float | None = None,
+    cutoff: float = 0.0,
+    mask_opposite: bool = True,
+) -> tf.Tensor:
     """log w(s) of distance-weighted sampling (Wu et al. 2017): w(s) = min(λ, q(0)/q(s)), 0 below the cut-off.
 
     Args:
@@ -53,11 +65,12 @@ def stage2_logits(similarities: tf.Tensor, dim: int, weight_cap: float | None = 
             λ = 1 gives every candidate with s >= 0 the same weight.
         cutoff: D_min in [0, 2]: candidates closer to the positive than this distance on the unit sphere,
             D = √(2 − 2s) < D_min, get weight 0 (ignored). 0 disables.
+        mask_opposite: s < 0 gets weight 0 (True, the paper and the original code) or w(|s|) (False).
 
     Returns:
-        [...] float logits, −inf where the weight is 0 (s < 0, or closer than the cut-off).
+        [...] float logits, −inf where the weight is 0 (s < 0 when masked, or closer than the cut-off).
     """
-    logits = inverse_density_logits(similarities, dim)
+    logits = inverse_density_logits(similarities if mask_opposite else tf.abs(similarities), dim)
     if weight_cap is not None:
         logits = tf.minimum(logits, float(np.log(weight_cap)))
     if cutoff > 0:
@@ -75,74 +88,147 @@ def two_stage_select(
     seed: tf.Tensor,
     weight_cap: float | None = None,
     cutoff: float = 0.0,
+    mask_opposite: bool = True,
+    replacement: bool = False,
+    uniform_mix: float = 0.0,
 ) -> tf.Tensor:
-    """Stage 2: picks ``num`` candidates per positive, without replacement, ∝ the capped inverse density w(s).
+    """Stage 2: picks ``num`` candidates per positive ∝ the capped inverse density w(s) (XLA-compiled).
 
     Args:
         positive_vectors: [batch, d] unit vectors of the positive items (no gradient needed).
         candidate_vectors: [C, d] unit vectors of the stage-1 candidates.
         candidate_is_positive: [batch, C] bool, candidates that are positives of the row's user (never drawn
-            unless fewer than ``num`` candidates are left).
+            unless fewer than ``num`` non-positive candidates are left).
         num: |N_ij|.
         seed: [2] int stateless seed.
         weight_cap: λ of `stage2_logits` (None: the paper's uncapped weights, hardest-negative mining at d = 128).
         cutoff: D_min of `stage2_logits` (0: off).
+        mask_opposite: `stage2_logits`' treatment of s < 0 (True: weight 0).
+        replacement: independent draws (True) or successive draws without replacement (False).
+        uniform_mix: ρ in [0, 1]: the weight of uniform over the non-positive candidates in the mixture.
 
     Returns:
         [batch, num] int32 indices into the candidates.
     """
-    if num == 1:
-        return _select_one(positive_vectors, candidate_vectors, candidate_is_positive, seed, weight_cap, cutoff)
-    dim = positive_vectors.shape[-1]
-    s = tf.matmul(positive_vectors, candidate_vectors, transpose_b=True)  # [batch, C]
-    logits = stage2_logits(s, dim, weight_cap, cutoff)
-    u = tf.random.stateless_uniform(tf.shape(s), seed, minval=1e-20, maxval=1.0, dtype=s.dtype)
-    gumbel = -tf.math.log(-tf.math.log(u))
-    valid = tf.math.is_finite(logits) & ~candidate_is_positive
-    keys = tf.where(
-        valid,
-        logits + gumbel,
-        tf.where(candidate_is_positive, tf.constant(-np.inf, s.dtype), _FALLBACK_OFFSET + gumbel),
+    options = dict(
+        weight_cap=None if weight_cap is None else float(weight_cap),
+        cutoff=float(cutoff),
+        mask_opposite=bool(mask_opposite),
+        uniform_mix=float(uniform_mix),
     )
-    return tf.math.top_k(keys, k=num, sorted=True).indices
+    args = (positive_vectors, candidate_vectors, candidate_is_positive)
+    if replacement or num == 1:
+        return _select_independent(*args, seed, num=int(num), **options)
+    # successive draws: Gumbel top-k, its B·C uniforms drawn outside XLA (whose CPU generator is slow for that many)
+    u = tf.random.stateless_uniform(tf.shape(candidate_is_positive), seed, 1e-20, 1.0, dtype=positive_vectors.dtype)
+    return _select_successive(*args, u, num=int(num), **options)
+
+
+def _logits(positive_vectors, candidate_vectors, weight_cap, cutoff, mask_opposite):
+    s = tf.matmul(positive_vectors, candidate_vectors, transpose_b=True)  # [batch, C]
+    return stage2_logits(s, positive_vectors.shape[-1], weight_cap, cutoff, mask_opposite)
 
 
 @tf.function(jit_compile=True)
-def _select_one(positive_vectors, candidate_vectors, candidate_is_positive, seed, weight_cap=None, cutoff=0.0):
-    """Stage 2 for |N_ij| = 1, compiled with XLA: the similarities, logits and inverse-CDF draw fuse into a few
-    loops over the [batch, C] matrix (measured on 2 CPU cores, B=256, C=2000: 3.0 ms against 5.9 ms unfused).
-    Gumbel noise is not used here: XLA's CPU random generator is slow for B·C numbers, and top_k under XLA sorts.
-    ``weight_cap`` and ``cutoff`` are Python numbers: constants of the compiled function.
-    """
-    s = tf.matmul(positive_vectors, candidate_vectors, transpose_b=True)  # [batch, C]
-    logits = stage2_logits(s, positive_vectors.shape[-1], weight_cap, cutoff)
-    return _inverse_cdf_select(logits, candidate_is_positive, seed)
+def _select_independent(
+    positive_vectors,
+    candidate_vectors,
+    candidate_is_positive,
+    seed,
+    *,
+    num,
+    weight_cap,
+    cutoff,
+    mask_opposite,
+    uniform_mix,
+):
+    """Independent draws by inverse CDF, compiled with XLA: the similarities, logits and draws fuse into a few loops
+    over the [batch, C] matrix (measured on 2 CPU cores, B=256, C=2000, |N_ij| = 1: 3.0 ms against 5.9 ms unfused).
+    Gumbel noise is not used: XLA's CPU random generator is slow for B·C numbers. The keyword arguments are Python
+    values: constants of the compiled function (one trace per setting)."""
+    logits = _logits(positive_vectors, candidate_vectors, weight_cap, cutoff, mask_opposite)
+    weights, fallback = _draw_weights(logits, candidate_is_positive, uniform_mix)
+    u = tf.random.stateless_uniform(tf.stack([tf.shape(logits)[0], num]), seed, dtype=logits.dtype)  # [batch, num]
+    return _inverse_cdf(weights, fallback, u)
 
 
-def _inverse_cdf_select(logits: tf.Tensor, candidate_is_positive: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """One draw per row from softmax(logits) over the valid candidates, by inverse CDF.
+@tf.function(jit_compile=True)
+def _select_successive(
+    positive_vectors,
+    candidate_vectors,
+    candidate_is_positive,
+    u,
+    *,
+    num,
+    weight_cap,
+    cutoff,
+    mask_opposite,
+    uniform_mix,
+):
+    """Successive draws (without replacement) by Gumbel top-k, as ``num`` rounds of argmax (top_k under XLA sorts),
+    compiled with XLA. Keys: log weight + Gumbel noise for the candidates with a weight; for the other non-positive
+    candidates (the uniform fallback) Gumbel noise + `_FALLBACK_OFFSET`, below every weighted key, so that they are
+    drawn uniformly once the weighted ones are used up; −inf for the positives. ``u``: [batch, C] uniforms."""
+    logits = _logits(positive_vectors, candidate_vectors, weight_cap, cutoff, mask_opposite)
+    gumbel = -tf.math.log(-tf.math.log(u))
+    weighted = tf.math.is_finite(logits) & ~candidate_is_positive
+    if uniform_mix > 0:
+        weights, _ = _draw_weights(logits, candidate_is_positive, uniform_mix)
+        weighted = weights > 0
+        logits = tf.math.log(tf.where(weighted, weights, 1.0))  # a probability: >= log(ρ / C)
+    minus_inf = tf.constant(-np.inf, logits.dtype)
+    keys = tf.where(weighted, logits + gumbel, tf.where(candidate_is_positive, minus_inf, _FALLBACK_OFFSET + gumbel))
+    picks = []
+    for _ in range(num):
+        picked = tf.argmax(keys, axis=1, output_type=tf.int32)
+        keys = tf.where(tf.one_hot(picked, tf.shape(keys)[1], on_value=True, off_value=False), minus_inf, keys)
+        picks.append(picked)
+    return tf.stack(picks, axis=1)
 
-    The same distribution as Gumbel top-1 (and the same uniform fallback over the non-positive candidates when no
-    candidate is valid), at the cost of one exp per candidate and ONE uniform per row instead of a uniform and two
-    logs per candidate: stage 2 with |N_ij| = 1 is the common case and this is its hot path.
+
+def _draw_weights(logits: tf.Tensor, candidate_is_positive: tf.Tensor, uniform_mix: float):
+    """The [batch, C] weights a row draws from, and the uniform fallback used where they are all zero.
 
     Args:
         logits: [batch, C] stage-2 logits (−inf where the weight is 0).
         candidate_is_positive: [batch, C] bool.
-        seed: [2] int stateless seed.
+        uniform_mix: ρ of the mixture with uniform over the non-positive candidates (0: none).
 
     Returns:
-        [batch, 1] int32 indices into the candidates.
+        (weights, fallback), both [batch, C] float, 0 on the positives; weights are relative within a row.
     """
     valid = tf.math.is_finite(logits) & ~candidate_is_positive
     masked = tf.where(valid, logits, tf.constant(-np.inf, logits.dtype))
     row_max = tf.reduce_max(masked, axis=1, keepdims=True)  # −inf where no candidate is valid
     has_valid = tf.math.is_finite(row_max)
     weights = tf.where(valid, tf.exp(masked - tf.where(has_valid, row_max, 0.0)), 0.0)
-    weights = tf.where(has_valid, weights, tf.cast(~candidate_is_positive, weights.dtype))  # the fallback
+    fallback = tf.cast(~candidate_is_positive, weights.dtype)
+    if uniform_mix > 0:
+        w_sum = tf.reduce_sum(weights, axis=1, keepdims=True)
+        f_sum = tf.maximum(tf.reduce_sum(fallback, axis=1, keepdims=True), 1.0)
+        mixed = (1.0 - uniform_mix) * weights / tf.maximum(w_sum, 1e-30) + uniform_mix * fallback / f_sum
+        weights = tf.where(w_sum > 0, mixed, 0.0)
+    return weights, fallback
+
+
+def _inverse_cdf(weights: tf.Tensor, fallback: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
+    """Draws per row from ``weights`` (or ``fallback`` where a row's weights are all 0) by inverse CDF.
+
+    The same distribution as Gumbel top-1, at the cost of one cumulative sum per row and ONE uniform per draw
+    instead of a uniform and two logs per candidate.
+
+    Args:
+        weights: [batch, C] non-negative weights.
+        fallback: [batch, C] non-negative weights of the fallback.
+        u: [batch, n] uniforms in [0, 1): n independent draws per row.
+
+    Returns:
+        [batch, n] int32 indices into the candidates.
+    """
+    has_weight = tf.reduce_any(weights > 0, axis=1, keepdims=True)
+    weights = tf.where(has_weight, weights, fallback)
     cdf = tf.cumsum(weights, axis=1)
-    u = tf.random.stateless_uniform(tf.stack([tf.shape(cdf)[0], 1]), seed, dtype=cdf.dtype) * cdf[:, -1:]
-    picked = tf.searchsorted(cdf, u, side="right", out_type=tf.int32)  # first index with cdf > u: weight > 0
+    picked = tf.searchsorted(cdf, u * cdf[:, -1:], side="right", out_type=tf.int32)  # first index with cdf > u
     # guard against u * total rounding up to total: the last candidate with a positive weight
     num_candidates = tf.shape(cdf)[1]
     last = num_candidates - 1 - tf.argmax(tf.reverse(weights > 0, axis=[1]), axis=1, output_type=tf.int32)

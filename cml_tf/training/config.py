@@ -51,7 +51,12 @@ class Config:
     ('tags' for citeulike-t, 'genres' for MovieLens 100K's u.item) and its settings.
     Sampling: ``sampler``, ``batch_size``, ``num_negatives``, ``num_candidates``, ``beta``, ``popularity_smoothing``,
     ``stage2_weight_cap`` (λ; None = the paper's uncapped inverse density), ``stage2_cutoff`` (D_min; 0 = off),
-    ``stage2_refresh_every`` (0 = current embeddings, K = a copy refreshed every K steps, -1 = never refreshed).
+    ``stage2_refresh_every`` (0 = current embeddings, K = a copy refreshed every K steps, -1 = never refreshed),
+    ``stage2_mask_opposite`` (candidates with s < 0 get weight 0), ``stage2_replacement`` (independent stage-2 draws
+    instead of successive ones), ``stage2_uniform_mix`` (ρ of a mixture with uniform over the candidates),
+    ``batch_distinct_negatives`` (popular only: the batch's B·N negatives are distinct items, as the original popular
+    sampler draws them), ``hinge`` ('min': the hinge of the hardest of the |N_ij| negatives; 'mean': one
+    hinge per negative, averaged).
     ``split_seed``: the split's own seed (None: 1 for 'original', CollMetric's, and 0 for 'kfold'); ``seed`` seeds
     initialisation, sampling and validation-user sampling.
     Optimisation: ``optimizer``, ``learning_rate``, ``sparse_updates`` (lazy row-sparse optimizer; False = Keras'
@@ -102,6 +107,11 @@ class Config:
     stage2_weight_cap: float | None = DEFAULT_STAGE2_WEIGHT_CAP
     stage2_cutoff: float = 0.0
     stage2_refresh_every: int = 0
+    stage2_mask_opposite: bool = True
+    stage2_replacement: bool = False
+    stage2_uniform_mix: float = 0.0
+    batch_distinct_negatives: bool = False
+    hinge: str = "min"
     # optimisation
     optimizer: str = "adam"
     learning_rate: float = 1e-4
@@ -206,6 +216,11 @@ class Config:
             ),
             (0 <= self.stage2_cutoff <= 2, f"--stage2_cutoff must be in [0, 2], got {self.stage2_cutoff}"),
             (
+                0 <= self.stage2_uniform_mix <= 1,
+                f"--stage2_uniform_mix must be in [0, 1], got {self.stage2_uniform_mix}",
+            ),
+            (self.hinge in ("min", "mean"), f"--hinge: unknown {self.hinge!r}; expected min or mean"),
+            (
                 self.stage2_refresh_every >= REFRESH_NEVER,
                 f"--stage2_refresh_every must be >= 0 or 'never', got {self.stage2_refresh_every}",
             ),
@@ -279,6 +294,22 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_every": 30,
         "max_steps": 100,
     },
+}
+# The sampler as the original code (deezer/sigir2019-2stagesampling) runs it, not as the paper writes it: stage 2
+# weighs the candidates with s > 0 by the uncapped inverse density, on the item table its forked sampler workers
+# copied at start and never updated, and draws |N_ij| per row without replacement; the popular sampler draws the
+# batch's B·|N_ij| negatives without replacement (positives redrawn); items absent from training are never drawn;
+# the released code never enables its GOR term (``enable_spreadout_loss`` is read but never set).
+PRESETS["original"] = {
+    "stage2_weight_cap": None,
+    "stage2_refresh_every": REFRESH_NEVER,
+    "stage2_mask_opposite": True,
+    "stage2_replacement": False,
+    "stage2_uniform_mix": 0.0,
+    "batch_distinct_negatives": True,
+    "popularity_smoothing": 0.0,
+    "gor_weight": 0.0,
+    "hinge": "min",
 }
 # CollMetric's CML+F example on citeulike-t: the CML preset with tag features (tags used by >= 5 items), margin 2.0,
 # clip norm 1.1, projection scale 1. CML.py's dropout never runs (tf.layers.dropout without training=True).

@@ -75,6 +75,10 @@ def build_model(
         stage2_weight_cap=config.stage2_weight_cap,
         stage2_cutoff=config.stage2_cutoff,
         stage2_refresh_every=config.stage2_refresh_every,
+        stage2_mask_opposite=config.stage2_mask_opposite,
+        stage2_replacement=config.stage2_replacement,
+        stage2_uniform_mix=config.stage2_uniform_mix,
+        hinge=config.hinge,
         gor_weight=config.gor_weight or 0.0,
         use_rank_weight=config.use_rank_weight,
         cov_loss_weight=config.cov_loss_weight,
@@ -159,6 +163,7 @@ def training_stream(config: Config, interactions: Interactions, split: Split, re
         num_candidates=config.num_candidates,
         beta=config.beta,
         popularity_smoothing=config.popularity_smoothing,
+        batch_distinct=config.batch_distinct_negatives,
     )
     groups = None
     if config.sampler == "side_info":  # genres (MovieLens) or tags (citeulike-t): cml_tf.data.side_info
