@@ -1,12 +1,16 @@
 """End-to-end 2-stage training speed before and after a change, against the bare-TF floor, in one run.
 
     python experiments/bench_end_to_end.py --before=3b5dd16 --items=160000 --rounds=5
+    python experiments/bench_end_to_end.py --before=e041454 --num_negatives=5 \
+        --variants='{"successive": {}, "independent": {"stage2_replacement": true}}'
 
 Each round runs, one after the other and each in a fresh process: the speed floor (../shared/bench/floor.py), the
 ``--before`` commit's cml_tf (exported with ``git archive`` into a temporary directory) and this tree's cml_tf, both
 timed through the real training path (`experiments/benchmark.py`'s ``time_training``: ``TrainingStream`` ->
-``CML.fit``, lazy Adam, the *default* 2-stage of that version, B = 256, |N_ij| = 1, C = 2000, d = 128) on the same
-synthetic training matrix. Prints a Markdown table of the median positive pairs/s over the rounds, min..max, and
+``CML.fit``, lazy Adam, the *default* 2-stage of that version, B = 256, C = 2000, d = 128, ``--num_negatives``) on
+the same synthetic training matrix; ``--variants`` times this tree with Config fields changed (a JSON object:
+name -> fields). At |N_ij| > 1 the floor is experiments/floor.py, the shared floor's step at that |N_ij|.
+Prints a Markdown table of the median positive pairs/s over the rounds, min..max, and
 the ratios to the floor and to the earlier code. Rounds alternate the three so that all see the same machine state;
 read the ratios, not the absolute figures, when the machine is shared.
 """
@@ -35,13 +39,14 @@ sys.path.insert(0, {tree!r})
 warnings.filterwarnings("ignore")
 from experiments import benchmark
 train = benchmark.synthetic_train({users}, {items}, {nnz})
-r = benchmark.time_training(train, "2stage", 256, 1, {steps}, 1)
+r = benchmark.time_training(train, "2stage", 256, {negatives}, {steps}, 1{overrides})
 print("RESULT " + json.dumps({{"pairs_per_s": r["pairs_per_s"], "ms_per_step": r["ms_per_step"]}}))
 """
 
 
-def time_tree(tree: str, users: int, items: int, nnz: int, steps: int) -> float:
-    code = CHILD.format(tree=tree, users=users, items=items, nnz=nnz, steps=steps)
+def time_tree(tree: str, users: int, items: int, nnz: int, steps: int, negatives: int = 1, overrides=None) -> float:
+    extra = f", overrides={overrides!r}" if overrides else ""
+    code = CHILD.format(tree=tree, users=users, items=items, nnz=nnz, steps=steps, negatives=negatives, overrides=extra)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tree, check=False)
     for line in out.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -65,17 +70,22 @@ def main(argv=None) -> None:
     p.add_argument("--nnz", type=int, default=1_000_000)
     p.add_argument("--steps", type=int, default=600, help="timed steps per measurement (after a warm-up)")
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--num_negatives", type=int, default=1)
+    p.add_argument("--variants", default='{"this tree": {}}', help="JSON: name -> Config fields for this tree")
     args = p.parse_args(argv)
+    variants = json.loads(args.variants)
     before = export_commit(args.before)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    runs = {"floor": [], args.before: [], "this tree": []}
+    runs = {"floor": [], args.before: [], **{name: [] for name in variants}}
+    n = args.num_negatives
     for i in range(args.rounds):
-        floor = run_floor(args.users, args.items)
+        floor = run_floor(args.users, args.items, num_negatives=n)
         if floor is None:
             raise SystemExit("error: the speed floor ../shared/bench/floor.py was not found or printed no result")
         runs["floor"].append(floor["pairs_per_s"])
-        runs[args.before].append(time_tree(before, args.users, args.items, args.nnz, args.steps))
-        runs["this tree"].append(time_tree(ROOT, args.users, args.items, args.nnz, args.steps))
+        runs[args.before].append(time_tree(before, args.users, args.items, args.nnz, args.steps, n))
+        for name, fields in variants.items():
+            runs[name].append(time_tree(ROOT, args.users, args.items, args.nnz, args.steps, n, fields))
         print(
             f"round {i + 1}/{args.rounds}: " + ", ".join(f"{k} {v[-1]:,.0f}" for k, v in runs.items()), file=sys.stderr
         )
@@ -85,7 +95,7 @@ def main(argv=None) -> None:
         label = f"{name} ({commit.stdout.strip()}{', uncommitted changes' if _dirty() else ''})"
         rows.append(
             {
-                "code": name if name != "this tree" else label,
+                "code": label if name in variants else name,
                 "pairs_per_s": med[name],
                 "min..max": f"{min(values):,.0f}..{max(values):,.0f}",
                 "/ floor": med[name] / med["floor"],
@@ -93,7 +103,7 @@ def main(argv=None) -> None:
             }
         )
     print(
-        f"## 2-stage end to end, default settings of each version (B=256, |N|=1, C=2000, d=128, "
+        f"## 2-stage end to end, default settings of each version (B=256, |N|={n}, C=2000, d=128, "
         f"{args.items:,} items): median of {args.rounds} alternating rounds\n"
     )
     print(table(rows, ["code", "pairs_per_s", "min..max", "/ floor", f"/ {args.before}"]))

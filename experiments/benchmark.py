@@ -44,8 +44,9 @@ def synthetic_train(n_users: int, n_items: int, nnz: int, seed: int = 0) -> sp.c
     return m
 
 
-def time_training(train, sampler, batch_size, num_negatives, steps, repeats, dense=False) -> dict:
-    """Median ms/step and pairs/s of `CML.fit` on ``train``, over ``repeats`` fresh model instances.
+def time_training(train, sampler, batch_size, num_negatives, steps, repeats, dense=False, overrides=None) -> dict:
+    """Median ms/step and pairs/s of `CML.fit` on ``train``, over ``repeats`` fresh model instances (``overrides``:
+    Config fields changed from the defaults, e.g. ``{"stage2_replacement": True}``).
 
     Each repeat builds a new model (speed can differ between instances of the same model: memory placement, thread
     scheduling), warms it up (tracing, first steps), then times one ``fit`` of ``steps`` steps.
@@ -60,7 +61,11 @@ def time_training(train, sampler, batch_size, num_negatives, steps, repeats, den
     from cml_tf.training.run import build_model
 
     config = Config(
-        sampler=sampler, batch_size=batch_size, num_negatives=num_negatives, sparse_updates=not dense
+        sampler=sampler,
+        batch_size=batch_size,
+        num_negatives=num_negatives,
+        sparse_updates=not dense,
+        **(overrides or {}),
     ).resolved()
     spec = SamplerSpec(sampler=sampler, batch_size=batch_size, num_negatives=num_negatives)
     stream = TrainingStream(train, spec, seed=0)
@@ -84,12 +89,13 @@ def time_training(train, sampler, batch_size, num_negatives, steps, repeats, den
     }
 
 
-def run_floor(n_users: int, n_items: int, batch: int = 256) -> dict | None:
-    if not os.path.exists(FLOOR):
+def run_floor(n_users: int, n_items: int, batch: int = 256, num_negatives: int = 1) -> dict | None:
+    """The speed floor: ../shared/bench/floor.py at |N_ij| = 1, experiments/floor.py (its idea at any |N_ij|)."""
+    if num_negatives == 1 and not os.path.exists(FLOOR):
         return None
-    out = subprocess.run(
-        [sys.executable, FLOOR, str(n_users), str(n_items), str(batch)], capture_output=True, text=True, check=False
-    ).stdout
+    script = FLOOR if num_negatives == 1 else os.path.join(ROOT, "experiments", "floor.py")
+    command = [sys.executable, script, str(n_users), str(n_items), str(batch), str(num_negatives)]
+    out = subprocess.run(command, capture_output=True, text=True, check=False).stdout
     m = re.search(r"([\d.]+) ms/step, ([\d,]+) pos pairs/s", out)
     return {"ms_per_step": float(m.group(1)), "pairs_per_s": float(m.group(2).replace(",", ""))} if m else None
 
