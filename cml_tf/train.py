@@ -64,7 +64,8 @@ flags.DEFINE_float(
 flags.DEFINE_string(
     "sampler",
     _D.sampler,
-    "Negative sampler: uniform, popular, 2stage or side_info (items sharing a genre / tag with the positive).",
+    "Negative sampler: uniform, popular, 2stage, side_info (items sharing a genre / tag with the positive), dns (the "
+    "hardest of --dns_k uniform draws by the current scores) or in_batch (the batch's other positives).",
 )
 flags.DEFINE_integer("batch_size", _D.batch_size, "Positive pairs per step.")
 flags.DEFINE_integer("num_negatives", _D.num_negatives, "|N_ij|: negatives per positive pair.")
@@ -116,6 +117,20 @@ flags.DEFINE_bool(
     "popular: the batch's B·|N_ij| negatives are distinct items (drawn without replacement over the batch, "
     "positives redrawn), as the original popular sampler draws them.",
 )
+flags.DEFINE_integer("dns_k", _D.dns_k, "dns: uniform draws per negative; the closest to the user is kept.")
+flags.DEFINE_enum(
+    "loss",
+    _D.loss,
+    ["hinge", "softmax"],
+    "hinge: the triplet hinge over the sampled negatives (the paper); softmax: the sampled softmax over logits "
+    "-D(u,v)/τ of the positive against the batch's pool (the 2stage candidates, the per-row negatives, in-batch "
+    "positives), corrected by log q, the user's positives left out.",
+)
+flags.DEFINE_float(
+    "temperature", _D.temperature, "softmax: τ of the logits -D(u,v)/τ (the start with --learn_temperature)."
+)
+flags.DEFINE_bool("learn_temperature", _D.learn_temperature, "softmax: train log τ with the tables.")
+flags.DEFINE_bool("softmax_in_batch", _D.softmax_in_batch, "softmax: the batch's positives join the pool of negatives.")
 flags.DEFINE_enum(
     "hinge",
     _D.hinge,
@@ -231,6 +246,12 @@ def _ignored_flag(config: Config, flag_values) -> str | None:
             )
         if config.sampler != "2stage" and (name == "num_candidates" or name.startswith("stage2_")):
             return f"--{name} does not apply to --sampler={config.sampler} (only 2stage has stage-1 candidates)"
+        if config.loss != "softmax" and name in ("temperature", "learn_temperature", "softmax_in_batch"):
+            return f"--{name} does not apply to --loss={config.loss} (only softmax)"
+        if config.loss == "softmax" and (name == "hinge" or name.startswith("stage2_")):
+            return f"--{name} does not apply to --loss=softmax (the softmax reads the whole stage-1 pool)"
+        if config.sampler != "dns" and name == "dns_k":
+            return f"--dns_k does not apply to --sampler={config.sampler} (only dns)"
         if config.sampler != "popular" and name == "batch_distinct_negatives":
             return f"--{name} does not apply to --sampler={config.sampler} (only popular)"
         if config.sampler in ("uniform", "side_info") and name in ("beta", "popularity_smoothing"):
@@ -355,8 +376,8 @@ _HELP_GROUPS = [
     ("Data (README: Data)", ["dataset", "data_path", *data_flags.FLAG_TO_OPTION, "cache_dir", "use_cache"], ()),
     (
         "Sampling",
-        ["sampler", "batch_size", "num_negatives", "num_candidates", "beta", "popularity_smoothing", "hinge"],
-        ("stage2_", "batch_distinct_negatives"),
+        ["sampler", "batch_size", "num_negatives", "num_candidates", "beta", "popularity_smoothing", "loss", "hinge"],
+        ("stage2_", "batch_distinct_negatives", "dns_k", "temperature", "learn_temperature", "softmax_in_batch"),
     ),
     (
         "Training",

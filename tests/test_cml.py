@@ -350,3 +350,83 @@ def test_stage2_snapshot_is_checkpointed(tmp_path):
     checkpoint.restore(path).assert_existing_objects_matched()
     np.testing.assert_array_equal(model.stage2_snapshot.numpy(), saved)
     assert model.get_config()["stage2_refresh_every"] == -1
+
+
+# ------------------------------------------------------------------------------------ sampled softmax and DNS
+def _softmax_reference(U, V, users, positives, pool, excluded, log_q_pos, log_q_pool, tau):
+    """Loss and dL/dU, dL/dV of the sampled softmax written from its definition with plain numpy (raw rows)."""
+    loss, gU, gV = 0.0, np.zeros_like(U), np.zeros_like(V)
+    for b, (user, pos) in enumerate(zip(users, positives)):
+        items = [pos] + [j for m, j in enumerate(pool) if not excluded[b, m]]
+        lq = [log_q_pos[b]] + [log_q_pool[m] for m in range(len(pool)) if not excluded[b, m]]
+        z = np.array([-((U[user] - V[j]) ** 2).sum() / tau - q for j, q in zip(items, lq)])
+        soft = np.exp(z - z.max())
+        soft /= soft.sum()
+        loss += np.log(np.exp(z - z.max()).sum()) + z.max() - z[0]
+        for k, j in enumerate(items):
+            coef = soft[k] - (1.0 if k == 0 else 0.0)  # dL/dz_k
+            # z_k = -|u - v_j|² / τ: dz/du = -2 (u - v_j) / τ, dz/dv_j = 2 (u - v_j) / τ
+            gU[user] += coef * -2 * (U[user] - V[j]) / tau
+            gV[j] += coef * 2 * (U[user] - V[j]) / tau
+    return loss, gU, gV
+
+
+def test_softmax_loss_and_gradients_against_the_definition():
+    model = _model(geometry="ball", loss="softmax", temperature=0.7, init_stddev=0.5, seed=3)
+    users, positives = np.array([0, 1, 1]), np.array([2, 3, 5])
+    candidates = np.array([1, 3, 4, 7, 9])
+    cand_pos = np.array([[0, 0, 0, 0, 0], [0, 1, 0, 0, 0], [0, 1, 0, 0, 1]], bool)  # user 1 holds 3 (and 9, say)
+    batch_pos = np.array([[1, 0, 0], [0, 1, 1], [0, 1, 1]], bool)  # rows 1, 2 share their user: 3 and 5 are hers
+    lq_items = np.linspace(-2.0, -0.5, N_ITEMS)
+    data = {
+        "users": tf.constant(users, tf.int32),
+        "positives": tf.constant(positives, tf.int32),
+        "candidates": tf.constant(candidates, tf.int32),
+        "candidate_is_positive": tf.constant(cand_pos),
+        "candidate_log_q": tf.constant(lq_items[candidates], tf.float32),
+        "batch_is_positive": tf.constant(batch_pos),
+        "positive_log_q": tf.constant(lq_items[positives], tf.float32),
+    }
+    variables = [model.user_embedding.embeddings, model.item_embedding.embeddings]
+    with tf.GradientTape() as tape:
+        terms = model.compute_softmax_losses(data)
+    gU, gV = (tf.convert_to_tensor(g).numpy() for g in tape.gradient(terms["total"], variables))
+    U, V = (v.numpy().astype(np.float64) for v in variables)
+    pool = np.concatenate([candidates, positives])
+    excluded = np.concatenate([cand_pos, batch_pos], axis=1)
+    ref_loss, ref_gU, ref_gV = _softmax_reference(
+        U, V, users, positives, pool, excluded, lq_items[positives], lq_items[pool], 0.7
+    )
+    assert terms["total"].numpy() == pytest.approx(ref_loss, rel=1e-5)
+    np.testing.assert_allclose(gU, ref_gU, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(gV, ref_gV, rtol=1e-4, atol=1e-6)
+
+
+def test_learned_temperature_is_trained():
+    model = _model(loss="softmax", temperature=0.2, learn_temperature=True, lr=0.1, seed=1)
+    assert model.log_temperature is not None and model.log_temperature in model.trainable_variables
+    data = {
+        "users": tf.constant([0, 1], tf.int32),
+        "positives": tf.constant([2, 3], tf.int32),
+        "candidates": tf.constant([4, 5, 6], tf.int32),
+        "candidate_is_positive": tf.zeros([2, 3], tf.bool),
+        "candidate_log_q": tf.zeros([3]),
+        "positive_log_q": tf.zeros([2]),
+    }
+    before = float(model.log_temperature.numpy())
+    model.train_step(data)
+    assert float(model.log_temperature.numpy()) != pytest.approx(before)
+    assert model.get_config()["loss"] == "softmax" and model.get_config()["learn_temperature"]
+
+
+def test_dns_keeps_the_closest_of_each_pool():
+    model = _model(seed=5)
+    users = tf.constant([0, 1], tf.int32)
+    pool = tf.constant([[[3, 4, 5], [6, 7, 8]], [[9, 10, 11], [12, 13, 14]]], tf.int32)  # [B=2, N=2, k=3]
+    picked = model._hardest_of_pools(users, tf.constant([1, 2], tf.int32), pool).numpy()
+    u, v = (t.numpy() for t in model.embeddings())
+    for b in range(2):
+        for n in range(2):
+            d = ((u[b] - v[pool.numpy()[b, n]]) ** 2).sum(-1)
+            assert picked[b, n] == pool.numpy()[b, n, np.argmin(d)]
+    assert np.array_equal(model.select_negatives({"users": users, "positives": users, "negative_pool": pool}), picked)

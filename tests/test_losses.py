@@ -155,3 +155,53 @@ def test_feature_loss_hand():
     v = _c([[1.0, 2.0], [0.0, 0.0]])
     f = _c([[0.0, 2.0], [3.0, 4.0]])
     assert float(L.feature_loss(v, f)) == pytest.approx(1.0 + 25.0)
+
+
+# ----------------------------------------------------------------------------------------- sampled softmax
+def test_squared_distance_matrix_against_pairs():
+    rng = np.random.default_rng(3)
+    u, v = rng.normal(size=(5, 7)), rng.normal(size=(9, 7))
+    ref = ((u[:, None, :] - v[None]) ** 2).sum(-1)
+    np.testing.assert_allclose(L.squared_distance_matrix(_c(u), _c(v)).numpy(), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_sampled_softmax_hand():
+    # one row: D²(u, pos) = 1, negatives 2 and 4, τ = 0.5, log q = 0 everywhere: z = [-2, -4, -8]
+    loss = L.sampled_softmax(_c([1.0]), _c([[2.0, 4.0]]), 0.5).numpy()[0]
+    assert loss == pytest.approx(np.log(np.exp(-2) + np.exp(-4) + np.exp(-8)) + 2, abs=1e-6)
+    # the log q correction: z = -D²/τ - log q; a negative drawn twice as often counts half
+    lq_pos, lq_neg = _c([np.log(0.5)]), _c([[np.log(2.0), np.log(0.25)]])
+    got = L.sampled_softmax(_c([1.0]), _c([[2.0, 4.0]]), 0.5, lq_pos, lq_neg).numpy()[0]
+    z = np.array([-2 - np.log(0.5), -4 - np.log(2.0), -8 - np.log(0.25)])
+    assert got == pytest.approx(np.log(np.exp(z).sum()) - z[0], abs=1e-6)
+    # an excluded negative (a positive of the user) is not counted: only the positive and the 8 remain
+    excl = L.sampled_softmax(_c([1.0]), _c([[2.0, 4.0]]), 0.5, neg_excluded=tf.constant([[True, False]])).numpy()[0]
+    assert excl == pytest.approx(np.log(np.exp(-2) + np.exp(-8)) + 2, abs=1e-6)
+    # [M] log q broadcasts over the rows
+    both = L.sampled_softmax(_c([1.0, 1.0]), _c([[2.0, 4.0], [2.0, 4.0]]), 0.5, _c([0.0, 0.0]), _c([0.0, 1.0]))
+    np.testing.assert_allclose(both.numpy(), both.numpy()[0], rtol=1e-6)
+
+
+def test_sampled_softmax_gradient_against_the_definition():
+    rng = np.random.default_rng(5)
+    dpos = rng.uniform(0, 3, size=4)
+    dneg = rng.uniform(0, 3, size=(4, 6))
+    lq = rng.normal(size=6)
+    excluded = rng.random((4, 6)) < 0.3
+    tau = 0.3
+    x = tf.Variable(np.concatenate([dpos[:, None], dneg], 1).astype(np.float64))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(
+            L.sampled_softmax(x[:, 0], x[:, 1:], tau, tf.zeros(4, tf.float64), tf.constant(lq), excluded)
+        )
+    grad = tape.gradient(loss, x).numpy()
+    # reference: z_j = -d_j / τ - log q_j, loss = logsumexp(z) - z_0, dL/dd_j = -(softmax_j - 1[j = 0]) / τ
+    z = np.concatenate([-dpos[:, None] / tau, -dneg / tau - lq[None]], 1)
+    z[:, 1:][excluded] = -np.inf
+    soft = np.exp(z - z.max(1, keepdims=True))
+    soft /= soft.sum(1, keepdims=True)
+    onehot = np.zeros_like(soft)
+    onehot[:, 0] = 1
+    np.testing.assert_allclose(grad, -(soft - onehot) / tau, rtol=1e-9, atol=1e-12)
+    ref_loss = (np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1) - z[:, 0]).sum()
+    assert loss.numpy() == pytest.approx(ref_loss, rel=1e-9)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import tensorflow as tf
 
 from cml_tf.sampling.pipeline import SamplerSpec, TrainingStream
 
@@ -293,3 +294,69 @@ def test_batch_distinct_popular_negatives_follow_the_original_sampler():
 def test_batch_distinct_needs_enough_drawable_items(train):
     with pytest.raises(ValueError, match="--batch_distinct_negatives"):
         TrainingStream(train, _spec("popular", num_negatives=6, batch_distinct=True))
+
+
+# ------------------------------------------------------------------------------ dns, in-batch, the softmax's log q
+def test_dns_pools_are_uniform_draws_never_positive(train):
+    from references import chi2_pvalue
+
+    stream = TrainingStream(train, _spec("dns", num_negatives=2, dns_k=4), seed=1)
+    counts = np.zeros(N_ITEMS)
+    for e in _elements(stream, 0, 60):
+        pool = e["negative_pool"]
+        assert pool.shape == (BATCH, 2, 4) and "negatives" not in e
+        assert not np.asarray(train[np.repeat(e["users"], 8), pool.reshape(-1)]).ravel().any()
+        for user, row in zip(e["users"], pool):
+            if user == 0:
+                np.add.at(counts, row.ravel(), 1)
+    free = 1.0 - train[0].toarray().ravel()
+    assert chi2_pvalue(counts, free / free.sum()) > 1e-3  # uniform over user 0's non-positives
+
+
+def test_in_batch_negatives_are_uniform_over_the_batch_positives_not_held(train):
+    from references import chi2_pvalue
+
+    stream = TrainingStream(train, _spec("in_batch", num_negatives=3), seed=2)
+    observed, expected = np.zeros(N_ITEMS), np.zeros(N_ITEMS)
+    for e in _elements(stream, 0, 300):
+        held = train[e["users"]].toarray() > 0  # [B, n_items]
+        for b in range(BATCH):
+            allowed = e["positives"][~held[b, e["positives"]]]  # the batch's positives this user does not hold
+            assert np.isin(e["negatives"][b], allowed).all()
+            np.add.at(observed, e["negatives"][b], 1)
+            np.add.at(expected, allowed, 3.0 / allowed.size)  # each draw: one column of the allowed ones, uniformly
+    keep = expected > 0
+    assert observed[~keep].sum() == 0
+    assert chi2_pvalue(observed[keep], expected[keep] / expected[keep].sum()) > 1e-3
+
+
+def test_inclusion_probabilities_sum_to_the_sample_size_and_match_successive_draws():
+    from cml_tf.sampling.negatives import ItemSampler, inclusion_log_probs
+
+    w = np.array([8.0, 4, 4, 2, 1, 1, 1, 0.5, 0.5, 0.0])
+    log_w = np.log(np.where(w > 0, w, 1e-300))
+    log_w[w == 0] = -np.inf
+    pi = np.exp(inclusion_log_probs(log_w, w.size, 4))
+    assert pi.sum() == pytest.approx(4.0, rel=1e-6) and pi[-1] == 0.0
+    np.testing.assert_allclose(np.exp(inclusion_log_probs(None, 20, 5)), 0.25)
+    sampler = ItemSampler(log_w, w.size)
+    draws = np.stack(
+        [sampler.sample_without_replacement(4, tf.constant([9, s], tf.int64)).numpy() for s in range(3000)]
+    )
+    freq = np.bincount(draws.ravel(), minlength=w.size) / len(draws)
+    np.testing.assert_allclose(freq, pi, atol=0.04)  # the approximation of successive sampling's inclusion
+
+
+def test_softmax_batches_carry_the_log_expected_counts(train):
+    spec = _spec("2stage", softmax=True, in_batch=True)
+    stream = TrainingStream(train, spec, seed=0)
+    e = _elements(stream, 0, 1)[0]
+    counts = np.bincount(train.indices, minlength=N_ITEMS).astype(float)
+    from cml_tf.sampling.negatives import inclusion_log_probs, popularity_log_weights
+
+    pi = np.exp(inclusion_log_probs(popularity_log_weights(counts, 1.0, 1.0), N_ITEMS, spec.num_candidates))
+    expected = pi + BATCH * counts / counts.sum()  # stage-1 inclusion + the in-batch share
+    np.testing.assert_allclose(np.exp(e["candidate_log_q"]), expected[e["candidates"]], rtol=1e-5)
+    np.testing.assert_allclose(np.exp(e["positive_log_q"]), expected[e["positives"]], rtol=1e-5)
+    held = train[e["users"]].toarray() > 0
+    np.testing.assert_array_equal(e["batch_is_positive"], held[:, e["positives"]])

@@ -222,6 +222,34 @@ def test_chunked_ranking_equals_unchunked(name):
     assert ev.evaluate_model(model)["users"] == len(ev.users)
 
 
+@pytest.mark.parametrize("name", ["cml", *RELATIONAL])
+def test_shared_pool_distances_are_the_pairs_distances_and_the_softmax_trains(name):
+    train = small_train(12, 11, seed=4)
+    model = make(name, train)
+    users = tf.constant([0, 3, 5], tf.int32)
+    positives = tf.constant([1, 2, 3], tf.int32)
+    pool = tf.constant([4, 6, 9, 10], tf.int32)
+    u = model.user_vectors(users)
+    grid = tf.broadcast_to(pool[None], [3, 4])
+    want = model.pair_distances(users, u, grid, model.item_vectors(grid), exclude=positives).numpy()
+    got = model.shared_distances(users, u, pool, exclude=positives).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    data = {
+        "users": users,
+        "positives": positives,
+        "candidates": pool,
+        "candidate_is_positive": tf.constant(train[[0, 3, 5]][:, [4, 6, 9, 10]].toarray() > 0),
+        "candidate_log_q": tf.zeros([4]),
+        "positive_log_q": tf.zeros([3]),
+    }
+    model.loss = "softmax"
+    with tf.GradientTape() as tape:
+        terms = model.compute_softmax_losses(data)
+    grads = tape.gradient(terms["total"], model.trainable_variables)
+    assert np.isfinite(terms["total"].numpy()) and terms["total"].numpy() > 0
+    assert any(g is not None for g in grads)
+
+
 # ------------------------------------------------------------------------------------------ learning
 def planted(n_groups=4, users_per_group=20, items_per_group=12, seed=0):
     """Users in groups, each group likes its own block of items; every item equally popular (popularity is

@@ -281,6 +281,12 @@ def test_cli_trains_resumes_after_kill_and_reports(tmp_path):
         ("--hinge=max", "error: flag --hinge=max"),
         ("--sampler=uniform --stage2_replacement", "error: --stage2_replacement does not apply to --sampler=uniform"),
         ("--batch_distinct_negatives", "error: --batch_distinct_negatives does not apply to --sampler=2stage"),
+        ("--temperature=0.5", "error: --temperature does not apply to --loss=hinge (only softmax)"),
+        ("--loss=softmax --temperature=0", "error: --temperature must be positive, got 0.0"),
+        ("--loss=softmax --stage2_weight_cap=2", "error: --stage2_weight_cap does not apply to --loss=softmax"),
+        ("--loss=softmax --sampler=dns", "error: --sampler=dns picks hinge negatives by the current scores"),
+        ("--loss=softmax --strategy=mirrored", "error: --loss=softmax runs on one device"),
+        ("--dns_k=4", "error: --dns_k does not apply to --sampler=2stage (only dns)"),
     ],
 )
 def test_cli_bad_flags_fail_before_training_with_the_flag_named(flag, message, tmp_path):
@@ -467,6 +473,25 @@ def test_original_preset_and_the_negatives_flags_map_to_config():
     assert not options.stage2_mask_opposite and options.stage2_replacement
     assert (options.stage2_uniform_mix, options.hinge) == (0.25, "mean")
     assert configs[argvs[3]].batch_distinct_negatives
+
+
+def test_loss_flags_map_to_config():
+    argvs = [
+        ("--loss=softmax", "--temperature=0.3", "--learn_temperature", "--softmax_in_batch"),
+        ("--sampler=dns", "--dns_k=16"),
+        ("--sampler=in_batch", "--loss=softmax"),
+    ]
+    configs = _configs_from_flags(*argvs)
+    softmax = configs[argvs[0]]
+    assert (softmax.loss, softmax.temperature, softmax.learn_temperature, softmax.softmax_in_batch) == (
+        "softmax",
+        0.3,
+        True,
+        True,
+    )
+    assert softmax.gor_weight == 0.0  # the paper's λ_g belongs to its hinge
+    assert (configs[argvs[1]].sampler, configs[argvs[1]].dns_k) == ("dns", 16)
+    assert configs[argvs[2]].sampler == "in_batch"
 
 
 def test_ball_geometry_keeps_every_row_inside_the_ball(tmp_path):

@@ -49,6 +49,11 @@ class MetricModel(TrainingStep, keras.Model):
         stage2_uniform_mix: ρ: stage 2 draws from (1 − ρ)·w + ρ·uniform over the non-positive candidates.
         hinge: the triplet hinge over the |N_ij| negatives: "min" (the hardest, the paper) or "mean" (one hinge
             per negative, averaged).
+        loss: "hinge" (the triplet hinge over the sampled negatives) or "softmax" (the sampled softmax over the
+            batch's pool of negatives: stage-1 candidates, per-row negatives, in-batch positives; see
+            `cml_tf.models.losses.sampled_softmax`).
+        temperature: τ of the softmax logits −D²/τ (its initial value when ``learn_temperature``).
+        learn_temperature: train log τ with the tables.
         gor_weight: λ_g of Global Orthogonal Regularisation (0 disables).
         use_rank_weight: CollMetric's WARP weight log(rank + 1).
         cov_loss_weight: weight of the covariance loss (0 disables; it reads both whole tables: O(catalog)).
@@ -77,6 +82,9 @@ class MetricModel(TrainingStep, keras.Model):
         stage2_replacement: bool = False,
         stage2_uniform_mix: float = 0.0,
         hinge: str = "min",
+        loss: str = "hinge",
+        temperature: float = 0.1,
+        learn_temperature: bool = False,
         gor_weight: float = 0.0,
         use_rank_weight: bool = False,
         cov_loss_weight: float = 0.0,
@@ -107,6 +115,13 @@ class MetricModel(TrainingStep, keras.Model):
         if hinge not in L.HINGES:
             raise ValueError(f"--hinge: unknown {hinge!r}; expected one of {', '.join(L.HINGES)}")
         self.hinge = hinge
+        if loss not in L.LOSSES:
+            raise ValueError(f"--loss: unknown {loss!r}; expected one of {', '.join(L.LOSSES)}")
+        if not temperature > 0:
+            raise ValueError(f"--temperature must be positive, got {temperature}")
+        self.loss = loss
+        self.temperature = float(temperature)
+        self.learn_temperature = bool(learn_temperature)
         self.gor_weight = float(gor_weight)
         self.use_rank_weight = bool(use_rank_weight)
         self.cov_loss_weight = float(cov_loss_weight)
@@ -164,6 +179,11 @@ class MetricModel(TrainingStep, keras.Model):
             if item_features is not None
             else None
         )
+        self.log_temperature = None
+        if self.learn_temperature:  # τ = exp(log τ), trained with the tables
+            self.log_temperature = self.add_weight(
+                shape=(), initializer=keras.initializers.Constant(np.log(self.temperature)), name="log_temperature"
+            )
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.hinge_tracker = keras.metrics.Mean(name="hinge")
         self.gor_tracker = keras.metrics.Mean(name="gor")
@@ -307,6 +327,9 @@ class MetricModel(TrainingStep, keras.Model):
             "stage2_replacement": self.stage2_replacement,
             "stage2_uniform_mix": self.stage2_uniform_mix,
             "hinge": self.hinge,
+            "loss": self.loss,
+            "temperature": self.temperature,
+            "learn_temperature": self.learn_temperature,
             "gor_weight": self.gor_weight,
             "use_rank_weight": self.use_rank_weight,
             "cov_loss_weight": self.cov_loss_weight,

@@ -5,6 +5,7 @@ Every function takes tensors and returns a tensor; none touches model state, so 
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -24,6 +25,7 @@ def squared_distances(users: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
 
 
 HINGES = ("min", "mean")
+LOSSES = ("hinge", "softmax")
 
 
 def triplet_hinge(pos_distances: tf.Tensor, neg_distances: tf.Tensor, margin: float, over: str = "min") -> tf.Tensor:
@@ -48,6 +50,57 @@ def triplet_hinge(pos_distances: tf.Tensor, neg_distances: tf.Tensor, margin: fl
         raise ValueError(f"--hinge: unknown {over!r}; expected one of {', '.join(HINGES)}")
     closest = tf.reduce_min(neg_distances, axis=-1)
     return tf.nn.relu(pos_distances - closest + margin)
+
+
+def squared_distance_matrix(users: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
+    """``||u - v||²`` of every user x item pair by one matmul: ``|u|² + |v|² − 2 u·v`` (no [B, M, d] tensor).
+
+    Args:
+        users: [batch, d] float; items: [M, d] float.
+
+    Returns:
+        [batch, M] float, clipped at 0 (rounding).
+    """
+    u2 = tf.reduce_sum(tf.square(users), axis=-1, keepdims=True)
+    v2 = tf.reduce_sum(tf.square(items), axis=-1)[None, :]
+    return tf.nn.relu(u2 + v2 - 2.0 * tf.matmul(users, items, transpose_b=True))
+
+
+def sampled_softmax(
+    pos_distances: tf.Tensor,
+    neg_distances: tf.Tensor,
+    temperature,
+    pos_log_q: tf.Tensor | None = None,
+    neg_log_q: tf.Tensor | None = None,
+    neg_excluded: tf.Tensor | None = None,
+) -> tf.Tensor:
+    """Per-pair sampled softmax loss over logits ``−D²/τ − log q`` (Jean et al. 2015; Yi et al. 2019's correction).
+
+    ``loss = −log softmax([z_pos, z_1, …, z_M])_pos`` with ``z = −D²(u, v)/τ − log q(v)``, q(v) the expected number
+    of times v enters the pool of sampled negatives (subtracting it makes the sample's softmax estimate the full
+    one). Negatives that are positives of the user (``neg_excluded``) are left out: never counted as negatives.
+
+    Args:
+        pos_distances: [batch] squared distances user -> positive.
+        neg_distances: [batch, M] squared distances user -> each sampled negative.
+        temperature: τ > 0 (a float or a scalar tensor).
+        pos_log_q: [batch] log q of the positives, or None (no correction).
+        neg_log_q: [batch, M] or [M] log q of the negatives, or None.
+        neg_excluded: [batch, M] bool, True where the negative must not count, or None.
+
+    Returns:
+        [batch] per-pair loss ``logsumexp(z) − z_pos`` (>= 0).
+    """
+    z_pos = -pos_distances / temperature
+    z_neg = -neg_distances / temperature
+    if pos_log_q is not None:
+        z_pos = z_pos - pos_log_q
+    if neg_log_q is not None:
+        z_neg = z_neg - (neg_log_q if neg_log_q.shape.rank == 2 else neg_log_q[None, :])
+    if neg_excluded is not None:
+        z_neg = tf.where(neg_excluded, tf.constant(-np.inf, z_neg.dtype), z_neg)
+    logits = tf.concat([z_pos[:, None], z_neg], axis=1)
+    return tf.reduce_logsumexp(logits, axis=1) - z_pos
 
 
 def warp_rank_weight(pos_distances: tf.Tensor, neg_distances: tf.Tensor, margin: float, n_items) -> tf.Tensor:
@@ -79,11 +132,15 @@ def global_orthogonal_regularization(positives: tf.Tensor, negatives: tf.Tensor)
     Returns:
         scalar.
     """
-    d = tf.cast(tf.shape(positives)[-1], positives.dtype)
     dots = tf.reduce_sum(positives[:, None, :] * negatives, axis=-1)  # [batch, n]
+    return orthogonality_of_dots(dots, positives.shape[-1])
+
+
+def orthogonality_of_dots(dots: tf.Tensor, dim: int) -> tf.Tensor:
+    """GOR's ``m1² + [m2 − 1/d]_+`` from the dot products ``dots`` [...] of positive–negative pairs in d = ``dim``."""
     m1 = tf.reduce_mean(dots)
     m2 = tf.reduce_mean(tf.square(dots))
-    return tf.square(m1) + tf.nn.relu(m2 - 1.0 / d)
+    return tf.square(m1) + tf.nn.relu(m2 - 1.0 / tf.cast(dim, dots.dtype))
 
 
 def covariance_loss(embeddings: tf.Tensor) -> tf.Tensor:

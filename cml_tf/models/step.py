@@ -84,10 +84,12 @@ class TrainingStep:
         return snapshot
 
     def select_negatives(self, data) -> tf.Tensor:
-        """The batch's negatives [B, N] int32: given by the pipeline, or drawn by stage 2 (current embeddings unless
-        ``stage2_refresh_every`` says otherwise)."""
+        """The batch's negatives [B, N] int32: given by the pipeline, the hardest of each DNS pool, or drawn by
+        stage 2 (current embeddings unless ``stage2_refresh_every`` says otherwise)."""
         if "negatives" in data:
             return data["negatives"]
+        if "negative_pool" in data:
+            return self._hardest_of_pools(data["users"], data["positives"], data["negative_pool"])
         candidates = data["candidates"]
         table = self._stage2_table()
         positive_vectors = tf.stop_gradient(self._geometry(tf.gather(table, data["positives"])))
@@ -105,6 +107,85 @@ class TrainingStep:
             uniform_mix=self.stage2_uniform_mix,
         )
         return tf.gather(candidates, picked)
+
+    def _hardest_of_pools(self, users, positives, pool) -> tf.Tensor:
+        """DNS (Zhang et al. 2013): of each negative's k uniform draws ``pool`` [B, N, k], the one the current model
+        scores highest (the closest to the user), [B, N]."""
+        b, n, k = tf.shape(pool)[0], tf.shape(pool)[1], tf.shape(pool)[2]
+        flat = tf.reshape(pool, [b, n * k])
+        u = tf.stop_gradient(self.user_vectors(users))
+        d = self.pair_distances(users, u, flat, tf.stop_gradient(self.item_vectors(flat)), exclude=positives)
+        closest = tf.argmin(tf.reshape(d, [b, n, k]), axis=-1, output_type=tf.int32)
+        return tf.gather(pool, closest, batch_dims=2)
+
+    def shared_distances(self, users, u, items, exclude=None) -> tf.Tensor:
+        """``‖u + r − v‖²`` of every batch user x every item of a pool shared by the batch: [B, M] (CML: one
+        matmul, no [B, M, d] tensor; the relational models need r(u, v) per pair)."""
+        if not self.relational:
+            return L.squared_distance_matrix(u, self.item_vectors(items))
+        b, m = tf.shape(users)[0], tf.shape(items)[0]
+        grid = tf.broadcast_to(items[None], [b, m])
+        return self.pair_distances(users, u, grid, self.item_vectors(grid), exclude=exclude)
+
+    def compute_softmax_losses(self, data, training=True) -> dict:
+        """The loss terms with the sampled softmax (`cml_tf.models.losses.sampled_softmax`) over the batch's pool of
+        negatives: the stage-1 candidates and the in-batch positives (shared by the batch, masked where they are
+        positives of the row's user) and the per-row negatives, each corrected by its ``log q``."""
+        users, positives = data["users"], data["positives"]
+        u = self.user_vectors(users)
+        p = self.item_vectors(positives)
+        d_pos = self.pair_distances(users, u, positives, p, exclude=positives)
+        shared = (
+            [(data["candidates"], data["candidate_is_positive"], data["candidate_log_q"])]
+            if "candidates" in data
+            else []
+        )
+        if "batch_is_positive" in data:
+            shared.append((positives, data["batch_is_positive"], data["positive_log_q"]))
+        distances, excluded, log_q = [], [], []
+        b = tf.shape(users)[0]
+        if shared:
+            items = tf.concat([s[0] for s in shared], axis=0)  # [M]
+            distances.append(self.shared_distances(users, u, items, exclude=positives))
+            excluded.append(tf.concat([s[1] for s in shared], axis=1))
+            log_q.append(tf.broadcast_to(tf.concat([s[2] for s in shared], axis=0)[None], tf.shape(distances[-1])))
+        negatives = data.get("negatives", tf.zeros([b, 0], tf.int32))
+        n = self.item_vectors(negatives)
+        if "negatives" in data:
+            distances.append(self.pair_distances(users, u, negatives, n, exclude=positives))
+            excluded.append(tf.zeros_like(distances[-1], tf.bool))
+            log_q.append(data["negative_log_q"])
+        temperature = tf.exp(self.log_temperature) if self.log_temperature is not None else self.temperature
+        per_pair = L.sampled_softmax(
+            d_pos,
+            tf.concat(distances, axis=1),
+            temperature,
+            data["positive_log_q"],
+            tf.concat(log_q, axis=1),
+            tf.concat(excluded, axis=1),
+        )
+        ranking = tf.reduce_sum(per_pair)
+        gor = tf.constant(0.0)
+        if self.gor_weight > 0:
+            dots = [tf.matmul(p, self.item_vectors(items), transpose_b=True)] if shared else []
+            dots += [tf.reduce_sum(p[:, None, :] * n, axis=-1)] if "negatives" in data else []
+            gor = L.orthogonality_of_dots(tf.concat(dots, axis=1), self.embedding_dim)
+        total = ranking + self.gor_weight * gor + self._other_terms(users, u, positives, p, negatives, n, training)
+        return {"total": total, "hinge": ranking, "gor": gor}
+
+    def _other_terms(self, users, u, positives, p, negatives, n, training) -> tf.Tensor:
+        """A model's own loss terms and the terms over whole tables (covariance, CML+F's feature loss)."""
+        total = tf.constant(0.0)
+        extra = self.extra_loss(users, u, positives, p, negatives, n)
+        if extra is not None:
+            total += extra
+        if self.cov_loss_weight > 0:
+            all_u, all_v = self.embeddings()
+            total += self.cov_loss_weight * L.covariance_loss(tf.concat([all_v, all_u], axis=0))
+        if self.feature_projection is not None:
+            projections = self.feature_projection(training=training)
+            total += self.feature_l2_reg * L.feature_loss(self.embeddings()[1], projections)
+        return total
 
     def compute_losses(self, users, positives, negatives, training=True) -> dict:
         """All loss terms for a batch, as a dict of scalars (``total`` is what is minimised).
@@ -126,16 +207,7 @@ class TrainingStep:
         if context is not None and context.num_replicas_in_sync > 1:
             return self._distributed_losses(context, users, p, n, hinge, training)
         gor = L.global_orthogonal_regularization(p, n) if self.gor_weight > 0 else tf.constant(0.0)
-        total = hinge + self.gor_weight * gor
-        extra = self.extra_loss(users, u, positives, p, negatives, n)
-        if extra is not None:
-            total += extra
-        if self.cov_loss_weight > 0:
-            all_u, all_v = self.embeddings()
-            total += self.cov_loss_weight * L.covariance_loss(tf.concat([all_v, all_u], axis=0))
-        if self.feature_projection is not None:
-            projections = self.feature_projection(training=training)
-            total += self.feature_l2_reg * L.feature_loss(self.embeddings()[1], projections)
+        total = hinge + self.gor_weight * gor + self._other_terms(users, u, positives, p, negatives, n, training)
         return {"total": total, "hinge": hinge, "gor": gor}
 
     def _distributed_losses(self, context, users, p, n, hinge, training) -> dict:
@@ -179,11 +251,17 @@ class TrainingStep:
         loss = tf.stop_gradient(global_[0] + (total - hinge))
         return {"total": total, "hinge": global_[0], "gor": gor, "loss": loss, "batch": global_[1]}
 
+    def _loss_terms(self, data, negatives, training: bool) -> dict:
+        """`compute_softmax_losses` with --loss=softmax, else `compute_losses` on ``negatives``."""
+        if self.loss == "softmax":
+            return self.compute_softmax_losses(data, training=training)
+        return self.compute_losses(data["users"], data["positives"], negatives, training=training)
+
     def train_step(self, data):
-        users, positives = data["users"], data["positives"]
-        negatives = self.select_negatives(data)
+        users = data["users"]
+        negatives = None if self.loss == "softmax" else self.select_negatives(data)  # no gradient: outside the tape
         with tf.GradientTape() as tape:
-            terms = self.compute_losses(users, positives, negatives, training=True)
+            terms = self._loss_terms(data, negatives, training=True)
         variables = self.trainable_variables
         gradients = tape.gradient(terms["total"], variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
@@ -204,8 +282,9 @@ class TrainingStep:
         return outputs
 
     def test_step(self, data):
-        users, positives = data["users"], data["positives"]
-        terms = self.compute_losses(users, positives, self.select_negatives(data), training=False)
+        users = data["users"]
+        negatives = None if self.loss == "softmax" else self.select_negatives(data)
+        terms = self._loss_terms(data, negatives, training=False)
         batch = terms.get("batch", tf.cast(tf.shape(users)[0], terms["total"].dtype))
         self.loss_tracker.update_state(terms.get("loss", terms["total"]) / batch)
         self.hinge_tracker.update_state(terms["hinge"] / batch)

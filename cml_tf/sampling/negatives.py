@@ -16,6 +16,11 @@
   (j has no group, or T draws from g all hit positives of the user) the exact uniform draw over the user's
   non-positives. Never a positive.
 
+* ``dns`` (dynamic negative sampling, Zhang et al. 2013): k exact uniform draws per negative here; the training
+  step keeps the one its current model scores highest (`cml_tf.models.step`).
+* ``in_batch``: the batch's other positives: for the hinge N of them per row, uniformly among those that are not
+  positives of the row's user (a row without any takes uniform draws); for the softmax all of them, masked.
+
 Randomness is stateless: each op takes a ``seed`` of shape [2] (int32/int64), so the same seed gives the same
 draws whatever the parallelism, and a resumed run draws what the uninterrupted run would have drawn.
 """
@@ -26,7 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
 
-SAMPLERS = ("uniform", "popular", "2stage", "side_info")
+SAMPLERS = ("uniform", "popular", "2stage", "side_info", "dns", "in_batch")
 
 
 def popularity_log_weights(item_counts: np.ndarray, beta: float, smoothing: float = 1.0) -> np.ndarray:
@@ -43,6 +48,39 @@ def popularity_log_weights(item_counts: np.ndarray, beta: float, smoothing: floa
     counts = np.asarray(item_counts, dtype=np.float64) + smoothing
     with np.errstate(divide="ignore"):
         return beta * np.log(counts)
+
+
+def inclusion_log_probs(log_weights: np.ndarray | None, n_items: int, num: int) -> np.ndarray:
+    """log P(item j is among ``num`` distinct items drawn successively ∝ w) (stage 1's C candidates).
+
+    Successive sampling has no closed form for the inclusion probability; it is approximated by
+    π_j = 1 − exp(−t·q_j), q_j = w_j / Σw, with t solved so that Σ_j π_j = num (the expected sample size is exact).
+    Uniform weights give π_j = num / n exactly.
+
+    Args:
+        log_weights: [n_items] log weights, or None for uniform.
+        n_items: catalog size.
+        num: items per sample (C).
+
+    Returns:
+        [n_items] float64 log π_j (−inf for items of zero weight).
+    """
+    if log_weights is None:
+        return np.full(n_items, np.log(num / n_items))
+    w = np.exp(np.asarray(log_weights, np.float64) - np.max(log_weights))
+    q = w / w.sum()
+    drawable = int(np.count_nonzero(q))
+    if num >= drawable:
+        with np.errstate(divide="ignore"):
+            return np.where(q > 0, 0.0, -np.inf)
+    lo, hi = 0.0, 1.0
+    while (-np.expm1(-hi * q)).sum() < num:
+        hi *= 2.0
+    for _ in range(100):  # bisection on the increasing Σ_j (1 − exp(−t q_j))
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if (-np.expm1(-mid * q)).sum() < num else (lo, mid)
+    with np.errstate(divide="ignore"):
+        return np.log(-np.expm1(-hi * q))
 
 
 class PositiveIndex:

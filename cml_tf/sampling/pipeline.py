@@ -39,6 +39,11 @@ class SamplerSpec:
         num_candidates: C, the 2-stage candidate set size.
         beta: popularity exponent β.
         popularity_smoothing: added to item counts before ^β (0 = the original's behaviour).
+        dns_k: dns: the uniform draws per negative the training step picks the hardest of.
+        softmax: the batch carries what the sampled softmax loss needs: ``log_q`` of its items (the log expected
+            number of times each item enters a batch's pool of negatives: the sampling-bias correction), and for
+            the in-batch pool which batch positives are positives of each row's user.
+        in_batch: softmax only: the batch's positives join the pool of negatives (``in_batch`` sampler: always).
         batch_distinct: popular only: the batch's B·N negatives are distinct items, drawn successively (without
             replacement over the whole batch) by the sampler's weights, and a draw that is a positive of its row's user
             is replaced by an exact draw from the user's complement: the original popular sampler's
@@ -52,6 +57,9 @@ class SamplerSpec:
     beta: float = 1.0
     popularity_smoothing: float = 1.0
     batch_distinct: bool = False
+    dns_k: int = 8
+    softmax: bool = False
+    in_batch: bool = False
 
     def validate(self, n_items: int, num_pairs: int) -> None:
         """Raises ValueError naming the flag for inconsistent values."""
@@ -77,6 +85,8 @@ class SamplerSpec:
             raise ValueError(f"--num_negatives={self.num_negatives} must be below the {n_items} items")
         if self.beta < 0:
             raise ValueError(f"--beta must be >= 0, got {self.beta}")
+        if self.sampler == "dns" and self.dns_k < 1:
+            raise ValueError(f"--dns_k must be positive, got {self.dns_k}")
         if self.popularity_smoothing < 0:
             raise ValueError(f"--popularity_smoothing must be >= 0, got {self.popularity_smoothing}")
 
@@ -124,7 +134,7 @@ class TrainingStream:
                 raise ValueError("--sampler=side_info needs item side information (genres or tags)")
             self.negative_sampler = negatives.SideInfoSampler(train, item_groups)
         elif spec.sampler != "2stage":
-            self.negative_sampler = negatives.NegativeSampler(train, log_w)
+            self.negative_sampler = negatives.NegativeSampler(train, log_w)  # dns, in_batch: uniform
             if spec.batch_distinct and spec.sampler == "popular":
                 self.item_sampler = negatives.ItemSampler(log_w, self.n_items)
                 drawable = self.item_sampler.num_drawable
@@ -140,6 +150,24 @@ class TrainingStream:
                     f"--num_candidates={spec.num_candidates} exceeds the {self.item_sampler.num_drawable} items with "
                     "non-zero popularity weight (raise --popularity_smoothing above 0)"
                 )
+        if spec.softmax:
+            self.log_q = tf.constant(self._pool_log_counts(counts, log_w).astype(np.float32))
+
+    def _pool_log_counts(self, counts: np.ndarray, log_w: np.ndarray | None) -> np.ndarray:
+        """[n_items] log of the expected number of times each item enters a batch's pool of softmax negatives: the
+        stage-1 candidates' inclusion probability, B·N times the per-row sampler's draw probability, B times the
+        item's share of the training positives for the in-batch pool (summed over the pools in use)."""
+        spec = self.spec
+        expected = np.zeros(self.n_items)
+        if spec.sampler == "2stage":
+            expected += np.exp(negatives.inclusion_log_probs(log_w, self.n_items, spec.num_candidates))
+        elif spec.sampler in ("uniform", "popular", "side_info"):
+            q = np.full(self.n_items, 1.0 / self.n_items) if log_w is None else np.exp(log_w - np.max(log_w))
+            expected += spec.batch_size * spec.num_negatives * q / q.sum()
+        if spec.in_batch or spec.sampler == "in_batch":
+            expected += spec.batch_size * counts / counts.sum()
+        with np.errstate(divide="ignore"):
+            return np.log(np.maximum(expected, 1e-30))
 
     def _epoch_batches(self, epoch: tf.Tensor) -> tf.data.Dataset:
         perm = tf.random.experimental.stateless_shuffle(
@@ -174,12 +202,37 @@ class TrainingStream:
         elif spec.sampler == "side_info":
             negatives = self.negative_sampler.sample(users, positives, spec.num_negatives, seed)
             out["negatives"] = tf.cast(negatives, tf.int32)
+        elif spec.sampler == "dns":
+            pool = self.negative_sampler.sample(users, spec.num_negatives * spec.dns_k, seed)
+            out["negative_pool"] = tf.reshape(tf.cast(pool, tf.int32), [-1, spec.num_negatives, spec.dns_k])
+        elif spec.sampler == "in_batch":
+            out["batch_is_positive"] = self.positive_index.contains(users[:, None], positives[None, :])  # [B, B]
+            if not spec.softmax:
+                out["negatives"] = self._in_batch(users, positives, out["batch_is_positive"], seed)
         else:
             negatives = self.negative_sampler.sample(users, spec.num_negatives, seed)
             if spec.batch_distinct and spec.sampler == "popular":
                 negatives = self._batch_distinct(users, negatives, seed)
             out["negatives"] = tf.cast(negatives, tf.int32)
+        if spec.softmax:
+            if spec.in_batch and "batch_is_positive" not in out:
+                out["batch_is_positive"] = self.positive_index.contains(users[:, None], positives[None, :])
+            out["positive_log_q"] = tf.gather(self.log_q, positives)
+            for key in ("candidates", "negatives"):
+                if key in out:
+                    out[f"{key[:-1]}_log_q"] = tf.gather(self.log_q, out[key])
         return out
+
+    def _in_batch(self, users, positives, batch_is_positive, seed) -> tf.Tensor:
+        """[B, N] negatives drawn uniformly (with replacement) among the batch's positives that are not positives of
+        the row's user; a row without any takes exact uniform draws from its user's complement."""
+        allowed = ~batch_is_positive
+        logits = tf.where(allowed, 0.0, -np.inf)
+        seeds = tf.random.experimental.stateless_split(seed, 2)
+        columns = tf.random.stateless_categorical(logits, self.spec.num_negatives, seeds[0], dtype=tf.int32)
+        drawn = tf.gather(positives, tf.minimum(columns, tf.shape(positives)[0] - 1))  # a row with no column: any
+        fallback = tf.cast(self.negative_sampler.sample(users, self.spec.num_negatives, seeds[1]), drawn.dtype)
+        return tf.where(tf.reduce_any(allowed, axis=1, keepdims=True), drawn, fallback)
 
     def _batch_distinct(self, users: tf.Tensor, complement_draws: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         """[B, N] distinct items drawn successively over the batch; where one is a positive of its row's user, the

@@ -36,6 +36,7 @@ MODEL_FIELDS = {
     "transcf_distance_weight": ("transcf",),
 }
 SPLITS = ("kfold", "original", "fo")
+SAMPLERS = ("uniform", "popular", "2stage", "side_info", "dns", "in_batch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +57,11 @@ class Config:
     instead of successive ones), ``stage2_uniform_mix`` (ρ of a mixture with uniform over the candidates),
     ``batch_distinct_negatives`` (popular only: the batch's B·N negatives are distinct items, as the original popular
     sampler draws them), ``hinge`` ('min': the hinge of the hardest of the |N_ij| negatives; 'mean': one
-    hinge per negative, averaged).
+    hinge per negative, averaged), ``dns_k`` (``sampler='dns'``: uniform draws per negative, the hardest is
+    kept).
+    Loss: ``loss`` ('hinge': the triplet hinge over the sampled negatives; 'softmax': the sampled softmax over the
+    batch's pool of negatives with the log q correction), ``temperature`` (τ of the softmax logits −D²/τ; the initial
+    value with ``learn_temperature``), ``softmax_in_batch`` (the batch's positives join the pool).
     ``split_seed``: the split's own seed (None: 1 for 'original', CollMetric's, and 0 for 'kfold'); ``seed`` seeds
     initialisation, sampling and validation-user sampling.
     Optimisation: ``optimizer``, ``learning_rate``, ``sparse_updates`` (lazy row-sparse optimizer; False = Keras'
@@ -112,6 +117,11 @@ class Config:
     stage2_uniform_mix: float = 0.0
     batch_distinct_negatives: bool = False
     hinge: str = "min"
+    dns_k: int = 8
+    loss: str = "hinge"
+    temperature: float = 0.1
+    learn_temperature: bool = False
+    softmax_in_batch: bool = False
     # optimisation
     optimizer: str = "adam"
     learning_rate: float = 1e-4
@@ -133,8 +143,8 @@ class Config:
     def resolved(self) -> Config:
         """The config with derived defaults filled in (what is saved and run)."""
         gor = self.gor_weight
-        if gor is None:
-            gor = PAPER_GOR_WEIGHT.get(self.num_negatives, PAPER_GOR_WEIGHT_OTHER)
+        if gor is None:  # the paper's λ_g belongs to its hinge; the softmax runs without GOR unless asked
+            gor = PAPER_GOR_WEIGHT.get(self.num_negatives, PAPER_GOR_WEIGHT_OTHER) if self.loss == "hinge" else 0.0
         init = self.init_stddev
         if init is None:
             init = SPHERE_INIT_STDDEV if self.geometry == "sphere" else 1.0 / self.embedding_dim**0.5
@@ -166,8 +176,8 @@ class Config:
                 f"--num_negatives={self.num_negatives} exceeds --num_candidates={self.num_candidates}",
             ),
             (
-                self.sampler in ("uniform", "popular", "2stage", "side_info"),
-                f"--sampler: unknown sampler {self.sampler!r}; expected one of uniform, popular, 2stage, side_info",
+                self.sampler in SAMPLERS,
+                f"--sampler: unknown sampler {self.sampler!r}; expected one of {', '.join(SAMPLERS)}",
             ),
             (self.geometry in ("sphere", "ball"), f"--geometry: unknown {self.geometry!r}; expected sphere or ball"),
             (
@@ -220,6 +230,18 @@ class Config:
                 f"--stage2_uniform_mix must be in [0, 1], got {self.stage2_uniform_mix}",
             ),
             (self.hinge in ("min", "mean"), f"--hinge: unknown {self.hinge!r}; expected min or mean"),
+            (self.loss in ("hinge", "softmax"), f"--loss: unknown {self.loss!r}; expected hinge or softmax"),
+            (self.temperature > 0, f"--temperature must be positive, got {self.temperature}"),
+            (self.dns_k >= 1, f"--dns_k must be positive, got {self.dns_k}"),
+            (
+                self.loss == "hinge" or self.strategy == "default",
+                f"--loss=softmax runs on one device, not --strategy={self.strategy}",
+            ),
+            (self.loss == "hinge" or not self.use_rank_weight, "--use_rank_weight applies only to --loss=hinge"),
+            (
+                self.loss == "hinge" or self.sampler != "dns",
+                "--sampler=dns picks hinge negatives by the current scores; use it with --loss=hinge",
+            ),
             (
                 self.stage2_refresh_every >= REFRESH_NEVER,
                 f"--stage2_refresh_every must be >= 0 or 'never', got {self.stage2_refresh_every}",

@@ -79,6 +79,9 @@ def build_model(
         stage2_replacement=config.stage2_replacement,
         stage2_uniform_mix=config.stage2_uniform_mix,
         hinge=config.hinge,
+        loss=config.loss,
+        temperature=config.temperature,
+        learn_temperature=config.learn_temperature,
         gor_weight=config.gor_weight or 0.0,
         use_rank_weight=config.use_rank_weight,
         cov_loss_weight=config.cov_loss_weight,
@@ -164,6 +167,9 @@ def training_stream(config: Config, interactions: Interactions, split: Split, re
         beta=config.beta,
         popularity_smoothing=config.popularity_smoothing,
         batch_distinct=config.batch_distinct_negatives,
+        dns_k=config.dns_k,
+        softmax=config.loss == "softmax",
+        in_batch=config.softmax_in_batch,
     )
     groups = None
     if config.sampler == "side_info":  # genres (MovieLens) or tags (citeulike-t): cml_tf.data.side_info
