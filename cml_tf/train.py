@@ -41,7 +41,7 @@ flags.DEFINE_enum(
 flags.DEFINE_string(
     "model",
     _D.model,
-    f"Model: {', '.join(MODEL_NAMES)} (README: Models). cml scores -||u - v||^2; the others translate the user by a "
+    f"Model: {', '.join(MODEL_NAMES)} (docs/models.md). cml scores -||u - v||^2; the others translate the user by a "
     "relation r(u, v) and score -||u + r - v||^2.",
 )
 flags.DEFINE_integer("num_memories", _D.num_memories, "lrml, hlr: M, memory slots of the latent relations.")
@@ -168,7 +168,7 @@ flags.DEFINE_float("cov_loss_weight", _D.cov_loss_weight, "Covariance loss weigh
 flags.DEFINE_float(
     "init_stddev",
     None,
-    "Std of the normal embedding initialiser (default 1e-3 on the sphere, 1/sqrt(d) in the ball; see README).",
+    "Std of the normal embedding initialiser (default 1e-3 on the sphere, 1/sqrt(d) in the ball; docs/training.md).",
 )
 flags.DEFINE_string(
     "features",
@@ -373,7 +373,7 @@ def main(argv):
 
 # --------------------------------------------------------------------------------------------------- help
 _HELP_GROUPS = [
-    ("Data (README: Data)", ["dataset", "data_path", *data_flags.FLAG_TO_OPTION, "cache_dir", "use_cache"], ()),
+    ("Data (docs/data.md)", ["dataset", "data_path", *data_flags.FLAG_TO_OPTION, "cache_dir", "use_cache"], ()),
     (
         "Sampling",
         ["sampler", "batch_size", "num_negatives", "num_candidates", "beta", "popularity_smoothing", "loss", "hinge"],

@@ -51,7 +51,7 @@ TABLE2_RESULTS = os.path.join(ROOT, "experiments", "results", "citeulike", "resu
 CANDIDATES: dict[str, dict] = {
     "uniform-n5-lr1e-4": {"sampler": "uniform", "num_negatives": 5},
     "uniform-n5-lr1e-3": {"sampler": "uniform", "num_negatives": 5, "learning_rate": 1e-3},
-    # dense Adam: 7x slower per pair here, but 12-21% better at equal pairs (README, sampler comparison)
+    # dense Adam: 7x slower per pair here, but 12-21% better at equal pairs (docs/experiments.md, sampler comparison)
     "uniform-n5-dense-lr1e-3": {
         "sampler": "uniform",
         "num_negatives": 5,

@@ -64,14 +64,15 @@ def main(argv=None) -> None:
     )
     args = p.parse_args(argv)
 
-    from cml_tf import training
     from cml_tf.io import write_text_atomic
+    from cml_tf.training import run as training
     from cml_tf.training.config import Config
+    from cml_tf.training.data import load_data
 
     base = Config(
         dataset="citeulike", data_path=os.path.abspath(args.data_path), split="original", split_seed=1, seed=1
     )
-    data = training.load_data(base)
+    data = load_data(base)
     rows = []
     runs = RUNS + (DENSE_RUNS if args.dense else []) + (UNSUMMED_RUNS if args.unsummed else [])
     for cap in filter(None, args.stage2_caps.split(",")):
@@ -92,7 +93,7 @@ def main(argv=None) -> None:
                 import shutil
 
                 shutil.rmtree(model_dir)
-        build = training.make_optimizer
+        build = training.make_optimizer  # build_model's optimizer factory, swapped for the unsummed runs
         if name.endswith(UNSUMMED):
             training.make_optimizer = keras_adam_as_is
         try:

@@ -19,7 +19,7 @@ flags.DEFINE_string(
     f"Data set to load: {', '.join(loaders.available())} (synthetic: generated, no --data_path).",
 )
 flags.DEFINE_string(
-    "data_path", None, "The data set's raw file, or a directory holding its conventional file name (see README: Data)."
+    "data_path", None, "The data set's raw file, or a directory holding its conventional file name (see docs/data.md)."
 )
 flags.DEFINE_string("cache_dir", None, "Cache directory for parsed data (default $CML_TF_CACHE or ~/.cache/cml_tf).")
 flags.DEFINE_bool("use_cache", True, "Read / write the parsed-data cache (--nouse_cache: parse the raw file again).")
