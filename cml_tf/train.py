@@ -16,14 +16,12 @@ import json
 import logging
 import os
 import sys
-import textwrap
 
 from absl import app, flags
 
-from cml_tf.cli import (
-    console,  # data_flags defines --dataset, --data_path and the filter flags
-    data_flags,
-)
+# data_flags defines --dataset, --data_path and the filter flags
+from cml_tf.cli import console, data_flags
+from cml_tf.cli.help import grouped_help
 from cml_tf.data.interactions import DataError
 from cml_tf.data.loaders.filters import NothingLeft
 from cml_tf.training.config import MODEL_FIELDS, MODEL_NAMES, PRESETS, REFRESH_NEVER, Config
@@ -417,18 +415,12 @@ _HELP_GROUPS = [
 ]
 
 
-def _flag_lines(flag) -> list[str]:
-    name = f"--[no]{flag.name}" if flag.flag_type() == "bool" else f"--{flag.name}"
-    default = "" if flag.default is None else f" (default: {flag.default})"
-    return [f"  {name}{default}"] + textwrap.wrap(flag.help, 110, initial_indent="      ", subsequent_indent="      ")
-
-
 def help_text(flag_values=FLAGS) -> str:
     """``--help``: usage, then this command's and the data flags, grouped, the ones a user needs first."""
     mine = {f.name: f for f in flag_values.get_key_flags_for_module(sys.modules[__name__])}
     mine.update({f.name: f for f in flag_values.get_key_flags_for_module(data_flags)})
     mine.pop("help", None)
-    lines = [
+    usage = [
         "Train CML (or --model=lrml|transcf|attcml|hlr): python -m cml_tf.train [--flags]; no flags trains on the "
         "embedded synthetic data set.",
         "",
@@ -437,23 +429,7 @@ def help_text(flag_values=FLAGS) -> str:
         "",
         "Run the same command again to resume; -v 1 shows TensorFlow's own lines; --helpfull lists every flag.",
     ]
-    shown: set[str] = set()
-    for title, names, more in _HELP_GROUPS:
-        group = [n for n in names if n in mine]
-        group += sorted(n for n in mine if n not in group and n not in shown and any(n.startswith(m) for m in more))
-        group = [n for n in group if n not in shown]
-        if not group:
-            continue
-        lines += ["", f"{title}:"]
-        for n in group:
-            lines += _flag_lines(mine[n])
-            shown.add(n)
-    rest = sorted(n for n in mine if n not in shown)
-    if rest:
-        lines += ["", "Other:"]
-        for n in rest:
-            lines += _flag_lines(mine[n])
-    return "\n".join(lines)
+    return grouped_help(mine, usage, _HELP_GROUPS)
 
 
 _HELP = {"--help", "-help", "-h", "-?", "--helpshort", "-helpshort"}
