@@ -66,6 +66,24 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "mix0.5": ("2-stage, half uniform over the candidates", {"stage2_uniform_mix": 0.5}),
     "hinge-mean": ("2-stage, one hinge per negative, averaged", {"hinge": "mean"}),
     "cap1": ("2-stage, λ = 1 (uniform over the candidates with s >= 0)", {"stage2_weight_cap": 1.0}),
+    # stage 1 closer to uniform: the candidates' popularity exponent β
+    "beta0.5": ("2-stage, stage-1 candidates by popularity^0.5", {"beta": 0.5}),
+    "beta0": ("2-stage, uniform stage-1 candidates (β = 0)", {"beta": 0.0}),
+    "beta0.5-mean": ("2-stage, β = 0.5, one hinge per negative", {"beta": 0.5, "hinge": "mean"}),
+    "beta0-mean": ("2-stage, β = 0, one hinge per negative", {"beta": 0.0, "hinge": "mean"}),
+    "beta0-replacement": ("2-stage, β = 0, independent draws", {"beta": 0.0, "stage2_replacement": True}),
+    # the one-hinge-per-negative loss with the original's stale table, without the opposite mask, λ = 1 or 16
+    "stale-mean": (
+        "2-stage, never-refreshed table, one hinge per negative",
+        {"stage2_refresh_every": -1, "hinge": "mean"},
+    ),
+    "no-mask-mean": (
+        "2-stage, s < 0 by w(|s|), one hinge per negative",
+        {"stage2_mask_opposite": False, "hinge": "mean"},
+    ),
+    "cap1-mean": ("2-stage, λ = 1, one hinge per negative", {"stage2_weight_cap": 1.0, "hinge": "mean"}),
+    "cap16-mean": ("2-stage, λ = 16, one hinge per negative", {"stage2_weight_cap": 16.0, "hinge": "mean"}),
+    "uniform-mean": ("uniform@256, one hinge per negative", {"sampler": "uniform", "hinge": "mean"}),
 }
 #: the screen: every variant but the large batch (its own check, --variants=uniform-b4096)
 SCREEN = [v for v in VARIANTS if v != "uniform-b4096"]
