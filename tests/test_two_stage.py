@@ -321,3 +321,20 @@ def test_stage2_uniform_mix_is_the_mixture_of_the_two_distributions(num):
     exact = _successive_probs(p, num)
     keys = sorted(exact)
     assert chi2_pvalue(_sequence_counts(picked, keys), [exact[k] for k in keys]) > 1e-3
+
+
+def test_blocked_inverse_cdf_follows_the_weights_across_blocks():
+    # 150 candidates = 3 blocks of 64 (the last padded), a whole block without weight, a row without any weight
+    rng = np.random.default_rng(4)
+    w = rng.uniform(0.1, 2.0, size=150)
+    w[64:128] = 0.0
+    w[[3, 140]] = 0.0
+    rows = 4000
+    weights = tf.constant(np.stack([w] * rows + [np.zeros(150)]), tf.float32)
+    fallback = tf.constant(np.ones((rows + 1, 150)), tf.float32)
+    u = tf.random.stateless_uniform([rows + 1, 5], tf_seed(12))
+    picked = T._inverse_cdf_blocked(weights, fallback, u).numpy()
+    assert chi2_pvalue(np.bincount(picked[:rows].ravel(), minlength=150), w / w.sum()) > 1e-3
+    assert ((picked[rows] >= 0) & (picked[rows] < 150)).all()  # the fallback row: uniform over every candidate
+    edge = T._inverse_cdf_blocked(weights[:1], fallback[:1], tf.constant([[0.0, 1.0 - 1e-7]])).numpy()[0]
+    assert edge[0] == 0 and edge[1] == 149  # u = 0: the first weighted candidate; u -> 1: the last one

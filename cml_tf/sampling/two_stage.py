@@ -25,12 +25,6 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-# Keys of the candidates without a weight (the uniform fallback) in successive draws: below every weighted key but
-# still ordered by their own Gumbel noise, i.e. uniform. Gumbel noise from u in [1e-20, 1) lies in [-3.9, 17]; the
-# weighted keys are >= 0 for d >= 3 (inverse-density logits; a mixture's log-probabilities are >= log(ρ / C)), so
-# gumbel - 64 is below them. The offset must stay small: at -1e6 the float32 spacing is 1/16 and Gumbel keys tie.
-_FALLBACK_OFFSET = -64.0
-
 
 def inverse_density_logits(similarities: tf.Tensor, dim: int, clip: float = 1.0 - 1e-6) -> tf.Tensor:
     """log(q(0) / q(s)) for the density q(s) ∝ (1 − s²)^((d−3)/2) of random unit vectors' dot products; −inf for s < 0.
@@ -116,12 +110,10 @@ def two_stage_select(
         mask_opposite=bool(mask_opposite),
         uniform_mix=float(uniform_mix),
     )
-    args = (positive_vectors, candidate_vectors, candidate_is_positive)
+    args = (positive_vectors, candidate_vectors, candidate_is_positive, seed)
     if replacement or num == 1:
-        return _select_independent(*args, seed, num=int(num), **options)
-    # successive draws: Gumbel top-k, its B·C uniforms drawn outside XLA (whose CPU generator is slow for that many)
-    u = tf.random.stateless_uniform(tf.shape(candidate_is_positive), seed, 1e-20, 1.0, dtype=positive_vectors.dtype)
-    return _select_successive(*args, u, num=int(num), **options)
+        return _select_independent(*args, num=int(num), **options)
+    return _select_successive(*args, num=int(num), **options)
 
 
 def _logits(positive_vectors, candidate_vectors, weight_cap, cutoff, mask_opposite):
@@ -149,7 +141,7 @@ def _select_independent(
     logits = _logits(positive_vectors, candidate_vectors, weight_cap, cutoff, mask_opposite)
     weights, fallback = _draw_weights(logits, candidate_is_positive, uniform_mix)
     u = tf.random.stateless_uniform(tf.stack([tf.shape(logits)[0], num]), seed, dtype=logits.dtype)  # [batch, num]
-    return _inverse_cdf(weights, fallback, u)
+    return _inverse_cdf(weights, fallback, u) if num == 1 else _inverse_cdf_blocked(weights, fallback, u)
 
 
 @tf.function(jit_compile=True)
@@ -157,7 +149,7 @@ def _select_successive(
     positive_vectors,
     candidate_vectors,
     candidate_is_positive,
-    u,
+    seed,
     *,
     num,
     weight_cap,
@@ -165,25 +157,40 @@ def _select_successive(
     mask_opposite,
     uniform_mix,
 ):
-    """Successive draws (without replacement) by Gumbel top-k, as ``num`` rounds of argmax (top_k under XLA sorts),
-    compiled with XLA. Keys: log weight + Gumbel noise for the candidates with a weight; for the other non-positive
-    candidates (the uniform fallback) Gumbel noise + `_FALLBACK_OFFSET`, below every weighted key, so that they are
-    drawn uniformly once the weighted ones are used up; −inf for the positives. ``u``: [batch, C] uniforms."""
+    """Successive draws (without replacement), compiled with XLA: the first ``num`` distinct items of a sequence of
+    independent draws are exactly a successive sample. Each row takes 2·``num`` independent inverse-CDF draws from
+    one cumulative sum and keeps its first distinct ones; a row left short (repeats, or fewer weighted candidates
+    than ``num``) is completed draw by draw, each renormalised over the candidates not yet drawn (and falling back
+    to uniform over the remaining non-positive ones once no weight is left), which continues the same sequence."""
     logits = _logits(positive_vectors, candidate_vectors, weight_cap, cutoff, mask_opposite)
-    gumbel = -tf.math.log(-tf.math.log(u))
-    weighted = tf.math.is_finite(logits) & ~candidate_is_positive
-    if uniform_mix > 0:
-        weights, _ = _draw_weights(logits, candidate_is_positive, uniform_mix)
-        weighted = weights > 0
-        logits = tf.math.log(tf.where(weighted, weights, 1.0))  # a probability: >= log(ρ / C)
-    minus_inf = tf.constant(-np.inf, logits.dtype)
-    keys = tf.where(weighted, logits + gumbel, tf.where(candidate_is_positive, minus_inf, _FALLBACK_OFFSET + gumbel))
-    picks = []
-    for _ in range(num):
-        picked = tf.argmax(keys, axis=1, output_type=tf.int32)
-        keys = tf.where(tf.one_hot(picked, tf.shape(keys)[1], on_value=True, off_value=False), minus_inf, keys)
-        picks.append(picked)
-    return tf.stack(picks, axis=1)
+    weights, fallback = _draw_weights(logits, candidate_is_positive, uniform_mix)
+    tries = 2 * num
+    u = tf.random.stateless_uniform(tf.stack([tf.shape(logits)[0], tries + num]), seed, dtype=logits.dtype)
+    draws = _inverse_cdf_blocked(weights, fallback, u[:, :tries])  # [batch, tries]
+    earlier = tf.linalg.band_part(tf.ones([tries, tries], tf.bool), -1, 0) & ~tf.eye(tries, dtype=tf.bool)
+    repeat = tf.reduce_any((draws[:, :, None] == draws[:, None, :]) & earlier[None], axis=2)  # seen before in the row
+    rank = tf.cumsum(tf.cast(~repeat, tf.int32), axis=1) - 1  # [batch, tries]: place among the distinct draws
+    picks, found = [], []
+    for k in range(num):
+        at = (rank == k) & ~repeat
+        picks.append(tf.gather(draws, tf.argmax(tf.cast(at, tf.int32), axis=1, output_type=tf.int32), batch_dims=1))
+        found.append(tf.reduce_any(at, axis=1))
+    picks, found = tf.stack(picks, axis=1), tf.stack(found, axis=1)  # [batch, num]
+
+    def complete():
+        taken = tf.reduce_any(
+            tf.one_hot(picks, tf.shape(logits)[1], on_value=True, off_value=False) & found[..., None], 1
+        )
+        w, f, out = tf.where(taken, 0.0, weights), tf.where(taken, 0.0, fallback), []
+        for k in range(num):
+            drawn = _inverse_cdf_blocked(w, f, u[:, tries + k : tries + k + 1])[:, 0]
+            pick = tf.where(found[:, k], picks[:, k], drawn)
+            new = tf.one_hot(pick, tf.shape(logits)[1], on_value=True, off_value=False) & ~found[:, k : k + 1]
+            w, f = tf.where(new, 0.0, w), tf.where(new, 0.0, f)
+            out.append(pick)
+        return tf.stack(out, axis=1)
+
+    return tf.cond(tf.reduce_all(found), lambda: picks, complete)
 
 
 def _draw_weights(logits: tf.Tensor, candidate_is_positive: tf.Tensor, uniform_mix: float):
@@ -209,6 +216,39 @@ def _draw_weights(logits: tf.Tensor, candidate_is_positive: tf.Tensor, uniform_m
         mixed = (1.0 - uniform_mix) * weights / tf.maximum(w_sum, 1e-30) + uniform_mix * fallback / f_sum
         weights = tf.where(w_sum > 0, mixed, 0.0)
     return weights, fallback
+
+
+#: candidates per block of the two-level inverse CDF (several draws per row)
+_BLOCK = 64
+
+
+def _inverse_cdf_blocked(weights: tf.Tensor, fallback: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
+    """`_inverse_cdf` for several draws per row at O(C / 64 + 64) per draw instead of O(C): under XLA a search is a
+    compare-and-count over the row, so the row is cut into blocks of `_BLOCK` candidates: a draw first finds its block
+    among the block totals, then its candidate inside the block. Same distribution (up to float rounding of sums).
+
+    Args / Returns: as `_inverse_cdf`.
+    """
+    has_weight = tf.reduce_any(weights > 0, axis=1, keepdims=True)
+    weights = tf.where(has_weight, weights, fallback)
+    b, c = tf.shape(weights)[0], tf.shape(weights)[1]
+    blocks = (c + _BLOCK - 1) // _BLOCK
+    padded = tf.pad(weights, [[0, 0], [0, blocks * _BLOCK - c]])
+    per_block = tf.reshape(padded, [b, blocks, _BLOCK])
+    totals = tf.reduce_sum(per_block, axis=2)  # [b, blocks]
+    block_cdf = tf.cumsum(totals, axis=1)
+    target = u * block_cdf[:, -1:]  # [b, n]
+    # the block: how many block totals end at or before the target (the last block with weight, if rounding says all)
+    block = tf.reduce_sum(tf.cast(block_cdf[:, None, :] <= target[:, :, None], tf.int32), axis=2)
+    last_block = blocks - 1 - tf.argmax(tf.reverse(totals > 0, axis=[1]), axis=1, output_type=tf.int32)
+    block = tf.minimum(block, last_block[:, None])
+    before = tf.where(block > 0, tf.gather(block_cdf, tf.maximum(block - 1, 0), batch_dims=1), 0.0)
+    inner = tf.gather(per_block, block, batch_dims=1)  # [b, n, _BLOCK]
+    inner_cdf = tf.cumsum(inner, axis=2)
+    offset = tf.reduce_sum(tf.cast(inner_cdf <= (target - before)[:, :, None], tf.int32), axis=2)
+    # rounding guard: the last candidate with a weight in the block
+    last_inner = _BLOCK - 1 - tf.argmax(tf.reverse(inner > 0, axis=[2]), axis=2, output_type=tf.int32)
+    return block * _BLOCK + tf.minimum(offset, last_inner)
 
 
 def _inverse_cdf(weights: tf.Tensor, fallback: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
