@@ -369,7 +369,9 @@ def test_cli_a_run_that_fails_on_the_data_claims_no_directory_and_names_the_filt
 def _readme_echonest_command() -> list[str]:
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
         text = f.read()
-    lines = [line for line in text.splitlines() if "train_triplets_sample.txt" in line and "cml_tf.train" in line]
+    # a command may go on over lines that end in a backslash, as a shell reads it
+    lines = text.replace("\\\n", " ").splitlines()
+    lines = [line for line in lines if "train_triplets_sample.txt" in line and "cml_tf.train" in line]
     assert len(lines) == 1, lines
     command = lines[0].split("#")[0].split()
     assert command[:3] == ["python", "-m", "cml_tf.train"]
