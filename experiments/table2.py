@@ -54,9 +54,28 @@ from cml_tf.cli import data_flags  # noqa: E402,F401  (defines --dataset, --data
 # ------------------------------------------------------------------------------------------------ the grid
 UNIFORM_BATCH_SIZES = (4096, 1024, 256)
 SAMPLED_BATCH_SIZE = 256  # popular and 2-stage
-# "2stage" is cml_tf's default stage 2 (capped inverse density); "2stage-paper" the paper's uncapped weighting.
-SAMPLERS = ("uniform", "popular", "2stage", "2stage-paper")
-STAGE2_PAPER = {"sampler": "2stage", "stage2_weight_cap": None}
+#: the grid's rows: name -> the Config fields of its runs. "2stage" is cml_tf's default 2-stage sampler (capped
+#: inverse density; at |N_ij| > 1 one hinge per negative, averaged); "2stage-min" the same sampler with the paper's
+#: hinge (the min over the |N_ij| negatives; the default before experiments/negatives_study.py, and the "2stage" row
+#: of the earlier runs); "2stage-paper" the paper's uncapped weighting with its hinge; "dns" the hardest of 8
+#: uniform draws per negative; "softmax" `--preset=accurate`'s loss (the sampled softmax over the 2-stage
+#: sampler's C candidates, τ = 0.5, log q corrected) and "in_batch" the same loss over the batch's positives. The
+#: softmax rows read no |N_ij|: they run once, in the first |N_ij| column.
+SAMPLER_FIELDS: dict[str, dict] = {
+    "uniform": {"sampler": "uniform"},
+    "popular": {"sampler": "popular"},
+    "2stage": {"sampler": "2stage"},
+    "2stage-min": {"sampler": "2stage", "hinge": "min"},
+    "2stage-paper": {"sampler": "2stage", "stage2_weight_cap": None, "hinge": "min"},
+    "dns": {"sampler": "dns"},
+    "softmax": {"sampler": "2stage", "loss": "softmax", "temperature": 0.5},
+    "in_batch": {"sampler": "in_batch", "loss": "softmax", "temperature": 0.5},
+}
+SAMPLERS = tuple(SAMPLER_FIELDS)
+#: the rows a plain run grids (--samplers): the earlier rows' "2stage-min" cells are the "2stage" cells of runs
+#: made before the default hinge changed (experiments/results/citeulike/command.txt)
+DEFAULT_SAMPLERS = ("uniform", "popular", "2stage", "2stage-paper", "dns", "softmax", "in_batch")
+N_FREE = ("softmax", "in_batch")
 NUM_NEGATIVES = (1, 2, 5)
 FOLDS = (0, 1, 2, 3)
 NUM_FOLDS = 4
@@ -96,8 +115,10 @@ flags.DEFINE_integer("num_folds", NUM_FOLDS, "K of the per-user K-fold split.")
 flags.DEFINE_bool("quick", False, "The ~1 hour citeulike-t preset (see the module docstring); explicit flags win.")
 flags.DEFINE_list(
     "samplers",
-    list(SAMPLERS),
-    "Samplers: uniform, popular, 2stage (the default capped stage 2), 2stage-paper (uncapped, the paper's weighting).",
+    list(DEFAULT_SAMPLERS),
+    f"Rows of the grid, some of {', '.join(SAMPLERS)}: uniform, popular, 2stage (the default: capped stage 2, "
+    "at |N_ij| > 1 the mean hinge), 2stage-min (the same with the paper's min hinge), 2stage-paper (uncapped, "
+    "the paper's weighting and hinge), dns, softmax (--preset=accurate's loss), in_batch (softmax over the batch).",
 )
 _ints("num_negatives", NUM_NEGATIVES, "|N_ij| values.")
 _ints("uniform_batch_sizes", UNIFORM_BATCH_SIZES, "Batch sizes of the uniform sampler.")
@@ -200,7 +221,7 @@ def make_cells(samplers, num_negatives, uniform_batch_sizes, batch_size) -> list
             continue
         sizes = sorted(set(uniform_batch_sizes), reverse=True) if sampler == "uniform" else [batch_size]
         for b in sizes:
-            for n in num_negatives:
+            for n in num_negatives[:1] if sampler in N_FREE else num_negatives:
                 cells.append(Cell(sampler, int(b), int(n)))
     return cells
 
@@ -295,7 +316,7 @@ def cell_config(settings: Settings, cell: Cell, fold: int, train_pairs: int):
         "split": "kfold",
         "num_folds": settings.num_folds,
         "fold": fold,
-        **({"sampler": cell.sampler} if cell.sampler != "2stage-paper" else STAGE2_PAPER),
+        **SAMPLER_FIELDS[cell.sampler],
         "batch_size": cell.batch_size,
         "num_negatives": cell.num_negatives,
         "seed": settings.seed,
@@ -370,13 +391,38 @@ def result_row(settings: Settings, method: str, cell: Cell | None, fold: int, re
     return row
 
 
-def write_outputs(settings: Settings, rows: list[dict]) -> None:
-    """results.csv, table2.md and table2.tex (atomically)."""
+def _row_id(row: dict) -> tuple:
+    """What a results row is a result of: (method, sampler, batch size, |N_ij|, fold), as comparable strings."""
+
+    def norm(value) -> str:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return str(value or "")
+        return "" if math.isnan(number) else f"{number:g}"
+
+    return tuple(norm(row.get(c)) for c in ("method", "sampler", "batch_size", "num_negatives", "fold"))
+
+
+def earlier_rows(settings: Settings) -> list[dict]:
+    """The rows of an existing results.csv: a run of part of the grid replaces only the rows it produces."""
+    import pandas as pd
+
+    path = os.path.join(settings.results_dir, "results.csv")
+    if not os.path.exists(path):
+        return []
+    return pd.read_csv(path).to_dict("records")
+
+
+def write_outputs(settings: Settings, rows: list[dict], earlier: list[dict] = ()) -> None:
+    """results.csv, table2.md and table2.tex (atomically): ``rows``, and the ``earlier`` rows they do not replace."""
     import pandas as pd
 
     from cml_tf.io import write_text_atomic
     from experiments import tables
 
+    produced = {_row_id(r) for r in rows}
+    rows = [r for r in earlier if _row_id(r) not in produced] + list(rows)
     df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
     write_text_atomic(os.path.join(settings.results_dir, "results.csv"), df.to_csv(index=False, lineterminator="\n"))
     if df.empty:
@@ -437,6 +483,7 @@ def run(settings: Settings, *, log=print) -> list[dict]:
     from experiments import baselines as B
 
     os.makedirs(settings.results_dir, exist_ok=True)
+    earlier = earlier_rows(settings)
     write_command(settings)
     interactions = loaders.load(
         settings.dataset,
@@ -499,7 +546,7 @@ def run(settings: Settings, *, log=print) -> list[dict]:
                 on_fitted=save_recs,
             )
             rows.append(result_row(settings, name, None, fold, results, os.path.relpath(run_dir, settings.out_dir)))
-            write_outputs(settings, rows)
+            write_outputs(settings, rows, earlier)
             progress(f"{name} fold{fold}", results, time.perf_counter() - t0, skipped)
 
         for cell in settings.cells:
@@ -513,7 +560,7 @@ def run(settings: Settings, *, log=print) -> list[dict]:
             if rec_users is not None and (not skipped or not os.path.exists(rec_path)):
                 write_recommendations(rec_path, distance_scores(run_dir), split, rec_users, settings.rec_k)
             rows.append(result_row(settings, "cml", cell, fold, results, os.path.relpath(run_dir, settings.out_dir)))
-            write_outputs(settings, rows)
+            write_outputs(settings, rows, earlier)
             progress(f"{cell.name} fold{fold}", results, time.perf_counter() - t0, skipped)
 
     log(

@@ -15,12 +15,16 @@ import math
 
 import pandas as pd
 
-SAMPLER_ORDER = ("uniform", "popular", "2stage", "2stage-paper")
+SAMPLER_ORDER = ("uniform", "popular", "2stage", "2stage-min", "2stage-paper", "dns", "softmax", "in_batch")
 SAMPLER_LABELS = {
     "uniform": "Uniform",
     "popular": "Popular",
     "2stage": "2-stage",
+    "2stage-min": "2-stage, min hinge",
     "2stage-paper": "2-stage, paper (uncapped)",
+    "dns": "DNS (hardest of 8 uniform)",
+    "softmax": "softmax over 2-stage candidates, τ=0.5",
+    "in_batch": "softmax over in-batch items, τ=0.5",
 }
 BASELINE_ORDER = ("popularity", "als", "bpr", "ease")
 BASELINE_LABELS = {"popularity": "Popularity", "als": "ALS (implicit)", "bpr": "BPR (implicit)", "ease": "EASE^R"}
@@ -55,7 +59,7 @@ def row_label(key: tuple, latex: bool = False) -> str:
         label = f"CML {SAMPLER_LABELS.get(name, name)} (b={-neg_batch})"
     else:
         label = BASELINE_LABELS.get(name, name)
-    return label.replace("_", "\\_") if latex else label
+    return label.replace("_", "\\_").replace("τ", "$\\tau$") if latex else label
 
 
 def summarise(results: pd.DataFrame, k: int = 50) -> tuple[list[tuple], list[int], dict]:

@@ -1,5 +1,6 @@
 """The Table 2 runner (experiments/table2.py), its baselines and its tables, on a tiny synthetic data set."""
 
+import dataclasses
 import json
 import os
 
@@ -272,6 +273,58 @@ def test_table2_paper_2stage_cell_is_the_uncapped_weighting():
     configs = {c.sampler: table2.cell_config(settings, c, 0, 1000) for c in settings.cells}
     assert configs["2stage-paper"].sampler == "2stage" and configs["2stage-paper"].stage2_weight_cap is None
     assert configs["2stage"].stage2_weight_cap == Config().stage2_weight_cap
+
+
+def test_table2_rows_set_their_fields_and_the_softmax_rows_run_once():
+    from experiments import table2
+
+    table2.FLAGS.unparse_flags()
+    try:
+        argv = table2.FLAGS(
+            ["table2", *TINY, "--samplers=2stage,2stage-min,dns,softmax,in_batch", "--num_negatives=1,5"]
+        )
+        settings = table2.settings_from_flags(argv)
+    finally:
+        table2.FLAGS.unparse_flags()
+    assert [c.name for c in settings.cells] == [
+        "2stage-b256-n1",
+        "2stage-b256-n5",
+        "2stage-min-b256-n1",
+        "2stage-min-b256-n5",
+        "dns-b256-n1",
+        "dns-b256-n5",
+        "softmax-b256-n1",
+        "in_batch-b256-n1",
+    ]
+    configs = {c.name: table2.cell_config(settings, c, 0, 1000).resolved() for c in settings.cells}
+    assert configs["2stage-b256-n5"].hinge == "mean" and configs["2stage-min-b256-n5"].hinge == "min"
+    assert configs["dns-b256-n5"].sampler == "dns"
+    softmax = configs["softmax-b256-n1"]
+    assert (softmax.sampler, softmax.loss, softmax.temperature) == ("2stage", "softmax", 0.5)
+    assert (configs["in_batch-b256-n1"].sampler, configs["in_batch-b256-n1"].loss) == ("in_batch", "softmax")
+
+
+def test_table2_run_of_part_of_the_grid_replaces_only_its_rows(tmp_path):
+    from experiments import table2
+
+    settings = table2.Settings(**{f.name: None for f in dataclasses.fields(table2.Settings) if f.name != "argv"})
+    settings.results_dir, settings.dataset = str(tmp_path), "synthetic"
+
+    def row(sampler, n, fold, ndcg):
+        return {"method": "cml", "sampler": sampler, "batch_size": 256, "num_negatives": n, "fold": fold,
+                "map@50": ndcg / 2, "ndcg@50": ndcg, "mmr": 5.0}  # fmt: skip
+
+    baseline = {"method": "als", "sampler": "", "batch_size": "", "num_negatives": "", "fold": 0, "ndcg@50": 0.3}
+    table2.write_outputs(settings, [row("uniform", 5, 0, 0.1), row("2stage", 5, 0, 0.2), baseline])
+    earlier = table2.earlier_rows(settings)  # read back: numbers as floats, blanks as NaN
+    table2.write_outputs(settings, [row("2stage", 5, 0, 0.25), row("dns", 5, 0, 0.05)], earlier)
+    df = pd.read_csv(tmp_path / "results.csv")
+    assert sorted(zip(df.method, df.sampler.fillna(""), df["ndcg@50"])) == [
+        ("als", "", 0.3),
+        ("cml", "2stage", 0.25),
+        ("cml", "dns", 0.05),
+        ("cml", "uniform", 0.1),
+    ]
 
 
 def test_best_cml_flags_are_checked_and_the_table_reads_table2(tmp_path, capsys):

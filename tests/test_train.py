@@ -477,6 +477,28 @@ def test_original_preset_and_the_negatives_flags_map_to_config():
     assert configs[argvs[3]].batch_distinct_negatives
 
 
+def test_hinge_defaults_to_mean_only_for_2stage_with_several_negatives():
+    argvs = [
+        ("--sampler=2stage", "--num_negatives=5"),
+        ("--sampler=2stage", "--num_negatives=1"),
+        ("--sampler=uniform", "--num_negatives=5"),
+        ("--sampler=popular", "--num_negatives=2"),
+        ("--sampler=2stage", "--num_negatives=5", "--hinge=min"),  # the paper's formula, one flag away
+        ("--preset=original", "--num_negatives=5"),
+    ]
+    configs = _configs_from_flags(*argvs)
+    assert [configs[a].hinge for a in argvs] == ["mean", "min", "min", "min", "min", "min"]
+
+
+def test_accurate_preset_is_the_softmax_over_the_stage1_candidates():
+    argvs = [("--preset=accurate",), ("--preset=accurate", "--temperature=0.2")]
+    configs = _configs_from_flags(*argvs)
+    accurate = configs[argvs[0]]
+    assert (accurate.sampler, accurate.loss, accurate.temperature, accurate.epochs) == ("2stage", "softmax", 0.5, 25.0)
+    assert accurate.gor_weight == 0.0 and accurate.num_candidates == 2000
+    assert configs[argvs[1]].temperature == 0.2  # an explicit flag wins
+
+
 def test_loss_flags_map_to_config():
     argvs = [
         ("--loss=softmax", "--temperature=0.3", "--learn_temperature", "--softmax_in_batch"),
