@@ -72,7 +72,16 @@ CANDIDATES: dict[str, dict] = {
         "learning_rate": 1e-3,
     },
     "2stage-n1-lr1e-3": {"sampler": "2stage", "num_negatives": 1, "learning_rate": 1e-3},
+    # issue 23's losses and samplers. A candidate that sets "epochs" trains that many passes over each fold's training
+    # pairs in every phase (its own budget, not --budget_pairs): "accurate" is --preset=accurate as a user runs it,
+    # chosen on validation across four data sets by experiments/accurate.py.
+    "accurate": {"preset": "accurate"},
+    "softmax-t0.2-inbatch": {"sampler": "2stage", "loss": "softmax", "temperature": 0.2, "softmax_in_batch": True},
+    "in_batch-softmax-t0.2": {"sampler": "in_batch", "loss": "softmax", "temperature": 0.2},
+    "dns-n5": {"sampler": "dns", "num_negatives": 5},
 }
+#: the candidates of a plain run (the earlier screen's six; the rest with --candidates)
+DEFAULT_CANDIDATES = list(CANDIDATES)[:6]
 BATCH_SIZE = 256
 EVALS_PER_RUN = 5
 EVAL_USERS = 1000
@@ -81,7 +90,9 @@ EVAL_USERS = 1000
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m experiments.best_cml", description=__doc__.split("\n")[0])
     p.add_argument("--data_path", default=DATA_PATH, help="citeulike-t directory")
-    p.add_argument("--candidates", default=",".join(CANDIDATES), help="comma-separated names of CANDIDATES")
+    p.add_argument(
+        "--candidates", default=",".join(DEFAULT_CANDIDATES), help=f"comma-separated, of {', '.join(CANDIDATES)}"
+    )
     p.add_argument("--screen_pairs", type=int, default=3_000_000, help="training pairs of a screening run")
     p.add_argument("--folds", default="0,1,2,3", help="folds of the final runs (of 4)")
     p.add_argument("--minutes", type=float, default=10.0, help="training-time budget of a final run")
@@ -113,9 +124,27 @@ def parse_args(argv=None):
     return args
 
 
+def candidate_fields(name: str) -> dict:
+    """The Config fields of a candidate (a "preset" entry expands to that preset's fields, which the rest override)."""
+    from cml_tf.training.config import PRESETS
+
+    fields = dict(CANDIDATES[name])
+    return {**PRESETS[fields.pop("preset")], **fields} if "preset" in fields else fields
+
+
+def run_pairs(name: str, pairs: int, train_pairs: int) -> int:
+    """Training pairs of a run: the candidate's own epochs over the fold's ``train_pairs`` if it sets them, else
+    ``pairs``; whole batches."""
+    epochs = candidate_fields(name).get("epochs")
+    if epochs is not None:
+        pairs = math.ceil(epochs * train_pairs)
+    return max(1, math.ceil(pairs / BATCH_SIZE)) * BATCH_SIZE
+
+
 def run_config(data_path: str, overrides: dict, fold: int, pairs: int):
     from cml_tf.training.config import Config
 
+    overrides = {k: v for k, v in overrides.items() if k != "epochs"}  # the budget is max_steps
     steps = max(1, math.ceil(pairs / BATCH_SIZE))
     return Config(
         dataset="citeulike",
@@ -135,6 +164,8 @@ def run_config(data_path: str, overrides: dict, fold: int, pairs: int):
 
 
 def row(phase: str, name: str, fold: int, pairs: int, results: dict) -> dict:
+    if "steps" in results and "epochs" in candidate_fields(name):  # its own budget: the pairs it trained
+        pairs = int(results["steps"]) * BATCH_SIZE
     out = {"phase": phase, "candidate": name, "fold": fold, "pairs": pairs, "params": json.dumps(CANDIDATES[name])}
     for m in (f"ndcg@{K}", f"map@{K}", f"recall@{K}", "mmr"):
         out[f"valid_{m}"] = results.get("valid", {}).get(m, float("nan"))
@@ -169,6 +200,8 @@ class Runner:
     def run(self, phase: str, name: str, fold: int, pairs: int, report_only: bool) -> dict | None:
         from cml_tf import training
 
+        if "epochs" in candidate_fields(name):  # one budget in every phase: the screen run is the final fold-0 run
+            phase = "final"
         run_dir = os.path.join(self.args.out_dir, f"{phase}-{name}", f"fold{fold}")
         results_path = os.path.join(run_dir, "results.json")
         if os.path.exists(results_path):
@@ -176,8 +209,9 @@ class Runner:
                 return json.load(f)
         if report_only:
             return None
-        config = run_config(self.args.data_path, CANDIDATES[name], fold, pairs)
         split = self.split(fold)  # loads the data on first use
+        pairs = run_pairs(name, pairs, split.train.nnz)
+        config = run_config(self.args.data_path, candidate_fields(name), fold, pairs)
         return training.train(config, run_dir, data=(self.data, split), verbose=0)
 
 
@@ -227,7 +261,9 @@ def markdown(
     lines += ["| method | NDCG@50 (%) | MAP@50 (%) | Recall@50 (%) | MMR | train s per fold |"]
     lines += ["|:---|---:|---:|---:|---:|---:|"]
     if final:
-        label = f"**best CML** ({chosen}, {final[0]['pairs']:,} pairs)"
+        epochs = candidate_fields(chosen).get("epochs")
+        budget = f"{epochs:g} epochs" if epochs is not None else f"{final[0]['pairs']:,} pairs"
+        label = f"**best CML** ({chosen}, {budget})"
         lines.append(
             f"| {label} | {ms([r[f'ndcg@{K}'] for r in final])} | {ms([r[f'map@{K}'] for r in final])} | "
             f"{ms([r[f'recall@{K}'] for r in final])} | {ms([r['mmr'] for r in final], 1, 1)} | "

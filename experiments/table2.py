@@ -20,7 +20,8 @@ once and split once per fold. Outputs in ``<results_dir>``, rewritten (atomicall
                    map@50, ndcg@50, recall@50, mmr, train_seconds, pairs_per_sec, steps, then run (its directory
                    relative to out_dir), params and trials (baselines' chosen hyper-parameters and search budget)
     table2.md      the table (see `experiments.tables`), table2.tex the same in LaTeX
-    command.txt    the command line, the git commit and the resolved settings
+    command.txt    the command line, the git commit and the resolved settings (appended: a run of part of the
+                   grid replaces only its rows of results.csv)
 
 Each run directory also gets ``recommendations.npz``: ``users`` (a seeded sample of up to ``--rec_users`` test
 users), ``items`` [users, rec_k] (their top-k, train + valid items masked, as the test evaluation ranks),
@@ -453,7 +454,11 @@ def write_command(settings: Settings) -> None:
         f"started: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n"
         f"settings: {json.dumps(resolved, sort_keys=True, default=str)}\n"
     )
-    write_text_atomic(os.path.join(settings.results_dir, "command.txt"), text)
+    path = os.path.join(settings.results_dir, "command.txt")
+    if os.path.exists(path):  # results.csv keeps the earlier rows, so command.txt keeps the commands behind them
+        with open(path, encoding="utf-8") as f:
+            text = f.read().rstrip("\n") + "\n\n# then:\n" + text
+    write_text_atomic(path, text)
 
 
 def distance_scores(run_dir: str):

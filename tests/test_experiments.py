@@ -379,3 +379,18 @@ def test_best_cml_flags_are_checked_and_the_table_reads_table2(tmp_path, capsys)
     assert "| uniform-n5-lr1e-3 **(chosen)** | 1,024 | 8.00 |" in md
     assert "| **best CML** (uniform-n5-lr1e-3, 1,024 pairs) | 11.00 ± 1.41 |" in md
     assert "| ALS (implicit, tuned) | 15.00 ± 0.00 |" in md  # only the final runs' folds 0 and 1
+
+
+def test_best_cml_accurate_candidate_is_the_preset_with_its_own_epochs():
+    from cml_tf.training.config import PRESETS
+    from experiments import best_cml
+
+    fields = best_cml.candidate_fields("accurate")
+    assert fields == PRESETS["accurate"] and fields["loss"] == "softmax"
+    # 25 passes over the fold's 1,000 training pairs, in whole batches of 256: 98 batches; others keep the budget
+    assert best_cml.run_pairs("accurate", 5_000_000, 1000) == 98 * 256
+    assert best_cml.run_pairs("uniform-n5-lr1e-4", 5_000, 1000) == 20 * 256
+    config = best_cml.run_config("x", fields, 0, 98 * 256)
+    assert (config.loss, config.temperature, config.max_steps) == ("softmax", 0.5, 98)
+    row = best_cml.row("final", "accurate", 0, 1, {"steps": 98, "valid": {}})
+    assert row["pairs"] == 98 * 256
