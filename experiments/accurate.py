@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import shlex
 import sys
 import time
 
@@ -31,7 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from experiments.negatives_study import _markdown, _mean_std, read_rows  # noqa: E402
-from experiments.stage2_sweep import DATA, DATASETS, _fmt, git_commit  # noqa: E402
+from experiments.stage2_sweep import DATA, DATASETS, _fmt, append_command  # noqa: E402
 
 _SOFTMAX = {"sampler": "2stage", "loss": "softmax"}
 #: name -> Config fields (from the defaults: 2-stage candidates, batch 256, d = 128, Adam lr 1e-4)
@@ -245,10 +244,7 @@ def main(argv=None) -> int:
         print(os.path.join(args.out_dir, "accurate.md"))
         return 0
     if not args.dry_run:
-        os.makedirs(args.out_dir, exist_ok=True)
-        with open(os.path.join(args.out_dir, "command.txt"), "a", encoding="utf-8") as f:
-            command = shlex.join(["python", "-m", "experiments.accurate", *(argv or sys.argv[1:])])
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())} {git_commit()}: {command}\n")
+        append_command(args.out_dir, "experiments.accurate", argv)
     screen.execute()
     return 0
 

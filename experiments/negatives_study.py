@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import shlex
 import sys
 import time
 
@@ -35,7 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from experiments.stage2_sweep import DATA, DATASETS, _fmt, git_commit  # noqa: E402
+from experiments.stage2_sweep import DATA, DATASETS, _fmt, append_command  # noqa: E402
 
 #: name -> (what it is, Config fields changed from the 2-stage default at batch 256)
 VARIANTS: dict[str, tuple[str, dict]] = {
@@ -390,10 +389,7 @@ def main(argv=None) -> int:
         print(os.path.join(args.out_dir, "study.md"))
         return 0
     if not args.dry_run:
-        os.makedirs(args.out_dir, exist_ok=True)
-        with open(os.path.join(args.out_dir, "command.txt"), "a", encoding="utf-8") as f:
-            command = shlex.join(["python", "-m", "experiments.negatives_study", *(argv or sys.argv[1:])])
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())} {git_commit()}: {command}\n")
+        append_command(args.out_dir, "experiments.negatives_study", argv)
     study.execute(plan(args))
     return 0
 

@@ -30,6 +30,7 @@ import argparse
 import dataclasses
 import math
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -415,6 +416,14 @@ def plot(df, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def append_command(out_dir: str, module: str, argv) -> None:
+    """Appends ``<UTC time> <commit>: python -m <module> <argv>`` to ``out_dir``/command.txt (created if absent)."""
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "command.txt"), "a", encoding="utf-8") as f:
+        command = shlex.join(["python", "-m", module, *(argv or sys.argv[1:])])
+        f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())} {git_commit()}: {command}\n")
 
 
 def git_commit() -> str:
