@@ -31,7 +31,7 @@ from cml_tf.data.splits import Split
 from cml_tf.models import MODELS, MetricModel
 from cml_tf.sampling.pipeline import SamplerSpec, TrainingStream
 from cml_tf.training.callbacks import default_verbose, training_callbacks
-from cml_tf.training.config import Config
+from cml_tf.training.config import Config, default_hinge
 from cml_tf.training.data import fit_to_data, item_features, load_data
 from cml_tf.training.distribute import Devices
 from cml_tf.training.optimizers import make_optimizer
@@ -78,7 +78,7 @@ def build_model(
         stage2_mask_opposite=config.stage2_mask_opposite,
         stage2_replacement=config.stage2_replacement,
         stage2_uniform_mix=config.stage2_uniform_mix,
-        hinge=config.hinge,
+        hinge=config.hinge or default_hinge(config.sampler, config.num_negatives),
         loss=config.loss,
         temperature=config.temperature,
         learn_temperature=config.learn_temperature,
