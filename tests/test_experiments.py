@@ -394,3 +394,45 @@ def test_best_cml_accurate_candidate_is_the_preset_with_its_own_epochs():
     assert (config.loss, config.temperature, config.max_steps) == ("softmax", 0.5, 98)
     row = best_cml.row("final", "accurate", 0, 1, {"steps": 98, "valid": {}})
     assert row["pairs"] == 98 * 256
+
+
+def test_accuracy_time_points_average_over_folds_and_plot(tmp_path):
+    from experiments import accuracy_time
+
+    t2 = tmp_path / "t2.csv"
+    pd.DataFrame(
+        [
+            {
+                "method": "als",
+                "sampler": "",
+                "batch_size": "",
+                "num_negatives": "",
+                "fold": f,
+                "ndcg@50": v,
+                "train_seconds": 4.0 + f,
+            }  # fmt: skip
+            for f, v in ((0, 0.15), (1, 0.17))
+        ]
+        + [
+            {
+                "method": "cml",
+                "sampler": "uniform",
+                "batch_size": 256,
+                "num_negatives": 5,
+                "fold": 0,
+                "ndcg@50": 0.1,
+                "train_seconds": 40.0,
+            }  # fmt: skip
+        ]
+    ).to_csv(t2, index=False)
+    (tmp_path / "best_x").mkdir()
+    best = tmp_path / "best_x" / "results.csv"
+    pd.DataFrame([{"candidate": "accurate", "fold": 0, "ndcg@50": 0.2, "train_seconds": 300.0}]).to_csv(best)
+    rows = accuracy_time.points(str(t2), [str(best)])
+    by_label = {r[0]: r for r in rows}
+    assert by_label["ALS (tuned)"][2:5] == (2, 4.5, pytest.approx(16.0))
+    assert by_label["uniform@256 N=5"][1:5] == ("table2", 1, 40.0, pytest.approx(10.0))
+    assert by_label["accurate (best_x)"][1] == "best"
+    assert accuracy_time.markdown(rows).splitlines()[2].startswith("| accurate (best_x) | best | 1 | 300 | 20.00")
+    argv = [f"--table2_results={t2}", f"--best_results={tmp_path / 'best_*' / 'results.csv'}", f"--out_dir={tmp_path}"]
+    assert accuracy_time.main(argv) == 0 and (tmp_path / "accuracy_time.png").stat().st_size > 0
