@@ -13,8 +13,13 @@ every validation user. The choice is made on VALIDATION across the data sets, no
 data sets of validation NDCG@50 relative to the hinge baseline's (each data set weighs the same). The test folds are
 not looked at; `experiments.best_cml` trains the choice on Table 2's folds within 10 minutes and tests it.
 
+``--baselines`` (e.g. ``ease,als``) also tunes those linear baselines of `experiments.baselines` on each data set's
+same split (their own validation search of ``--baseline_trials`` settings, every validation user) and sets their
+validation NDCG@50 beside the chosen candidate's; they never take part in the choice. ``--candidates=`` (empty) runs
+the baselines alone.
+
 Outputs in ``--out_dir`` (default experiments/results/accurate): results.csv (one row per run), accurate.md (the
-relative scores, the choice, the per-data-set table), command.txt (appended).
+relative scores, the choice, the per-data-set table, the baselines), command.txt (appended).
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ CANDIDATES: dict[str, dict] = {
     "hinge-dns-n5": {"sampler": "dns", "num_negatives": 5, "dns_k": 8},
 }
 BASELINE = "hinge-uniform-n5"
+#: rows of the linear baselines in results.csv are named by this prefix and the baseline ("linear:ease")
+LINEAR = "linear:"
 COLUMNS = [
     "dataset",
     "candidate",
@@ -119,6 +126,9 @@ class Screen:
         print(f"plan: {len(plan)} runs, {len(plan) - len(todo)} finished already", flush=True)
         for d, c in plan:
             print(f"  {d:<13} {c}")
+        for d in self.args.datasets:
+            for b in self.args.baselines:
+                print(f"  {d:<13} {LINEAR}{b} (tuned on validation)")
         if self.args.dry_run:
             return
         started = time.perf_counter()
@@ -148,6 +158,49 @@ class Screen:
                 flush=True,
             )
 
+    def execute_baselines(self):
+        """Tunes each of ``--baselines`` on each data set's split (validation only chooses; resumable)."""
+        from experiments.baselines import run_baseline
+
+        for dataset in self.args.datasets:
+            for name in self.args.baselines:
+                _, split = self.load(dataset)
+                trials = self.args.baseline_trials
+                run_dir = os.path.join(self.args.runs_dir, "baselines", dataset, f"{name}-t{trials}")
+                config = {"dataset": dataset, "split": "original", "split_seed": 1}
+                started = time.perf_counter()
+                results = run_baseline(
+                    name,
+                    split,
+                    run_dir,
+                    config=config,
+                    k=50,
+                    trials=trials,
+                    test_seed=1,
+                    seed=self.args.seed,
+                    cap_trials=False,
+                )
+                valid = results["valid"]
+                row = {
+                    "dataset": dataset,
+                    "candidate": LINEAR + name,
+                    "pairs": split.train.nnz,
+                    "val_ndcg@50": valid["ndcg@50"],
+                    "val_map@50": valid["map@50"],
+                    "val_recall@50": valid["recall@50"],
+                    "val_mmr": float("nan"),
+                    **{k: results[k] for k in ("ndcg@50", "mmr", "pairs_per_sec", "train_seconds", "steps")},
+                    "best_step": 0,
+                }
+                self.rows = [r for r in self.rows if (r["dataset"], r["candidate"]) != (dataset, row["candidate"])]
+                self.rows.append(row)
+                self.write()
+                print(
+                    f"{dataset} {name}: val ndcg@50 {row['val_ndcg@50']:.4f} ({results['params']}) | "
+                    f"{_fmt(time.perf_counter() - started)}",
+                    flush=True,
+                )
+
     def write(self):
         import pandas as pd
 
@@ -164,6 +217,7 @@ def scores(df):
     validation MMR relative to the baseline's (only data sets where both ran)."""
     import pandas as pd
 
+    df = df[~df.candidate.str.startswith(LINEAR)]
     base = df[df.candidate == BASELINE].set_index("dataset")
     out = []
     for candidate, g in df.groupby("candidate"):
@@ -186,6 +240,34 @@ def scores(df):
     return table.sort_values("val NDCG / hinge", ascending=False) if not table.empty else table
 
 
+def beside_linear(df, chosen: str) -> list[str]:
+    """Markdown lines: per data set, the chosen candidate's validation NDCG@50 against each tuned linear baseline's
+    (none when no baseline ran)."""
+    linear = sorted(c for c in df.candidate.unique() if c.startswith(LINEAR))
+    if not linear:
+        return []
+    ndcg = df.groupby(["dataset", "candidate"])["val_ndcg@50"].mean()
+    header = f"| data set | {chosen} | " + " | ".join(
+        f"{c[len(LINEAR) :]} | {chosen} / {c[len(LINEAR) :]}" for c in linear
+    )
+    lines = [
+        f"Beside the tuned linear baselines (validation NDCG@50 in %, the same split; {chosen} is the choice):",
+        "",
+        header + " |",
+        "|---" * (2 + 2 * len(linear)) + "|",
+    ]
+    for dataset in sorted(df.dataset.unique()):
+        if (dataset, chosen) not in ndcg:
+            continue
+        ours = ndcg[(dataset, chosen)]
+        cells = [
+            f"{ndcg[(dataset, c)] * 100:.2f} | {ours / ndcg[(dataset, c)]:.3f}" if (dataset, c) in ndcg else "– | –"
+            for c in linear
+        ]
+        lines.append(f"| {dataset} | {ours * 100:.2f} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def render(df) -> str:
     table = scores(df)
     lines = ["# The most accurate configuration across data sets (validation)", ""]
@@ -193,6 +275,7 @@ def render(df) -> str:
         full = table[table.datasets == table.datasets.max()]
         lines += [f"Chosen: **{full.iloc[0].candidate}** (the best mean over every data set).", ""]
         lines += [_markdown(table), ""]
+        lines += beside_linear(df, full.iloc[0].candidate)
     lines += ["Per data set (validation NDCG@50 in %, its MMR; test NDCG@50 for reference):", ""]
     rows = []
     for (dataset, candidate), g in df.groupby(["dataset", "candidate"]):
@@ -220,6 +303,12 @@ def parse_args(argv=None):
     listed = lambda text: [x for x in text.split(",") if x]  # noqa: E731
     p.add_argument("--candidates", type=listed, default=list(CANDIDATES), help=", ".join(CANDIDATES))
     p.add_argument("--datasets", type=listed, default=list(DATASETS), help=", ".join(DATASETS))
+    p.add_argument(
+        "--baselines", type=listed, default=[], help="linear baselines tuned on the same splits, e.g. ease,als"
+    )
+    p.add_argument(
+        "--baseline_trials", type=int, default=16, help="validation search of each baseline (EASE^R: draws of λ)"
+    )
     p.add_argument("--epochs", type=float, default=25.0, help="passes over each data set's training pairs")
     p.add_argument("--max_pairs", type=int, default=2_000_000)
     p.add_argument("--evals", type=int, default=5)
@@ -230,7 +319,10 @@ def parse_args(argv=None):
     p.add_argument("--dry_run", action="store_true")
     p.add_argument("--report", action="store_true")
     args = p.parse_args(argv)
+    from experiments.baselines import BASELINES
+
     unknown = sorted(set(args.candidates) - set(CANDIDATES)) + sorted(set(args.datasets) - set(DATASETS))
+    unknown += sorted(set(args.baselines) - set(BASELINES))
     if unknown:
         p.error(f"unknown candidate or data set: {', '.join(unknown)}")
     return args
@@ -246,6 +338,8 @@ def main(argv=None) -> int:
     if not args.dry_run:
         append_command(args.out_dir, "experiments.accurate", argv)
     screen.execute()
+    if args.baselines and not args.dry_run:
+        screen.execute_baselines()
     return 0
 
 

@@ -296,6 +296,7 @@ def run_baseline(
     seed: int = 0,
     num_threads: int = 2,
     on_fitted: Callable | None = None,
+    cap_trials: bool = True,
 ) -> dict:
     """Tunes one baseline on the validation split, scores the chosen model on the test split, writes run_dir.
 
@@ -314,6 +315,7 @@ def run_baseline(
         seed: seed of the search and of the models.
         num_threads: implicit's threads.
         on_fitted: called as ``on_fitted(fitted)`` with the final model (e.g. to save recommendations).
+        cap_trials: hold ``trials`` to `MAX_TRIALS` (EASE^R's 4 draws of λ); False searches ``trials`` of them.
 
     Returns:
         The results dict (also in run_dir/results.json): test metrics, ``params``, ``trials``, ``budget``,
@@ -321,7 +323,7 @@ def run_baseline(
     """
     if name not in BASELINES:
         raise ValueError(f"--baselines: unknown baseline {name!r}; expected one of {', '.join(BASELINES)}")
-    trials = min(trials, MAX_TRIALS.get(name, trials))
+    trials = min(trials, MAX_TRIALS.get(name, trials)) if cap_trials else trials
     full_config = {
         **config,
         "baseline": name,

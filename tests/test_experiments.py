@@ -387,8 +387,8 @@ def test_best_cml_accurate_candidate_is_the_preset_with_its_own_epochs():
 
     fields = best_cml.candidate_fields("accurate")
     assert fields == PRESETS["accurate"] and fields["loss"] == "softmax"
-    # 25 passes over the fold's 1,000 training pairs, in whole batches of 256: 98 batches; others keep the budget
-    assert best_cml.run_pairs("accurate", 5_000_000, 1000) == 98 * 256
+    # 50 passes over the fold's 1,000 training pairs, in whole batches of 256: 196 batches; others keep the budget
+    assert best_cml.run_pairs("accurate", 5_000_000, 1000) == 196 * 256
     assert best_cml.run_pairs("uniform-n5-lr1e-4", 5_000, 1000) == 20 * 256
     config = best_cml.run_config("x", fields, 0, 98 * 256)
     assert (config.loss, config.temperature, config.max_steps) == ("softmax", 0.5, 98)
@@ -436,3 +436,25 @@ def test_accuracy_time_points_average_over_folds_and_plot(tmp_path):
     assert accuracy_time.markdown(rows).splitlines()[2].startswith("| accurate (best_x) | best | 1 | 300 | 20.00")
     argv = [f"--table2_results={t2}", f"--best_results={tmp_path / 'best_*' / 'results.csv'}", f"--out_dir={tmp_path}"]
     assert accuracy_time.main(argv) == 0 and (tmp_path / "accuracy_time.png").stat().st_size > 0
+
+
+def test_accurate_linear_baselines_sit_beside_the_choice_and_never_take_part():
+    from experiments import accurate
+
+    rows = []
+    for dataset, hinge, soft, ease in [("a", 0.10, 0.12, 0.15), ("b", 0.20, 0.30, 0.25)]:
+        for candidate, ndcg in [("hinge-uniform-n5", hinge), ("softmax-t0.5", soft), ("linear:ease", ease)]:
+            rows.append(
+                {"dataset": dataset, "candidate": candidate, "pairs": 100, "val_ndcg@50": ndcg, "val_mmr": 2.0}
+                | {"ndcg@50": ndcg, "train_seconds": 1.0}
+            )
+    df = pd.DataFrame(rows)
+    table = accurate.scores(df)
+    assert list(table.candidate) == ["softmax-t0.5", "hinge-uniform-n5"]  # the baseline is not a candidate
+    assert table.iloc[0]["val NDCG / hinge"] == pytest.approx((1.2 + 1.5) / 2)
+    text = accurate.render(df)
+    assert "Chosen: **softmax-t0.5**" in text
+    assert "| a | 12.00 | 15.00 | 0.800 |" in text and "| b | 30.00 | 25.00 | 1.200 |" in text
+    assert accurate.beside_linear(df[df.candidate != "linear:ease"], "softmax-t0.5") == []
+    with pytest.raises(SystemExit):
+        accurate.parse_args(["--baselines=lasso"])
