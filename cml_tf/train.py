@@ -35,7 +35,7 @@ flags.DEFINE_enum(
     "Starting point for every other flag: paper (the paper's settings), original (the samplers as the original "
     "code runs them: uncapped stage 2 on a never-refreshed table, batch-distinct popular negatives, no GOR), "
     "collmetric / collmetric_f (CollMetric's CML.py), accurate (the most accurate found within 10 minutes of "
-    "training on a 2-core CPU: --loss=softmax over the 2stage candidates, --temperature=0.5, --epochs=25). Flags "
+    "training on a 2-core CPU: --loss=softmax over the 2stage candidates, --temperature=0.5, --epochs=50). Flags "
     "given explicitly override the preset.",
 )
 flags.DEFINE_string(

@@ -494,7 +494,7 @@ def test_accurate_preset_is_the_softmax_over_the_stage1_candidates():
     argvs = [("--preset=accurate",), ("--preset=accurate", "--temperature=0.2")]
     configs = _configs_from_flags(*argvs)
     accurate = configs[argvs[0]]
-    assert (accurate.sampler, accurate.loss, accurate.temperature, accurate.epochs) == ("2stage", "softmax", 0.5, 25.0)
+    assert (accurate.sampler, accurate.loss, accurate.temperature, accurate.epochs) == ("2stage", "softmax", 0.5, 50.0)
     assert accurate.gor_weight == 0.0 and accurate.num_candidates == 2000
     assert configs[argvs[1]].temperature == 0.2  # an explicit flag wins
 
