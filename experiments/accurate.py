@@ -324,7 +324,7 @@ def parse_args(argv=None):
     unknown = sorted(set(args.candidates) - set(CANDIDATES)) + sorted(set(args.datasets) - set(DATASETS))
     unknown += sorted(set(args.baselines) - set(BASELINES))
     if unknown:
-        p.error(f"unknown candidate or data set: {', '.join(unknown)}")
+        p.error(f"unknown candidate, data set or baseline: {', '.join(unknown)}")
     return args
 
 
