@@ -138,19 +138,7 @@ class Screen:
                 dataset, candidate, self.args.data_root, split.train.nnz, interactions.n_items, self.args
             )
             results = training.train(config, self.run_dir(dataset, candidate), data=(interactions, split), verbose=0)
-            valid = results["valid"]
-            row = {
-                "dataset": dataset,
-                "candidate": candidate,
-                "pairs": config.max_steps * config.batch_size,
-                "val_ndcg@50": valid["ndcg@50"],
-                "val_map@50": valid["map@50"],
-                "val_recall@50": valid["recall@50"],
-                "val_mmr": valid["mmr"],
-                **{k: results[k] for k in ("ndcg@50", "mmr", "pairs_per_sec", "train_seconds", "best_step", "steps")},
-            }
-            self.rows = [r for r in self.rows if (r["dataset"], r["candidate"]) != (dataset, candidate)] + [row]
-            self.write()
+            row = self.record(dataset, candidate, config.max_steps * config.batch_size, results)
             print(
                 f"[{i}/{len(plan)}] {dataset} {candidate}: val ndcg@50 {row['val_ndcg@50']:.4f}, mmr "
                 f"{row['val_mmr']:.1f} ({row['pairs']:,} pairs, {row['train_seconds']:.0f} s) | elapsed "
@@ -163,8 +151,8 @@ class Screen:
         from experiments.baselines import run_baseline
 
         for dataset in self.args.datasets:
+            _, split = self.load(dataset)
             for name in self.args.baselines:
-                _, split = self.load(dataset)
                 trials = self.args.baseline_trials
                 run_dir = os.path.join(self.args.runs_dir, "baselines", dataset, f"{name}-t{trials}")
                 config = {"dataset": dataset, "split": "original", "split_seed": 1}
@@ -180,26 +168,27 @@ class Screen:
                     seed=self.args.seed,
                     cap_trials=False,
                 )
-                valid = results["valid"]
-                row = {
-                    "dataset": dataset,
-                    "candidate": LINEAR + name,
-                    "pairs": split.train.nnz,
-                    "val_ndcg@50": valid["ndcg@50"],
-                    "val_map@50": valid["map@50"],
-                    "val_recall@50": valid["recall@50"],
-                    "val_mmr": float("nan"),
-                    **{k: results[k] for k in ("ndcg@50", "mmr", "pairs_per_sec", "train_seconds", "steps")},
-                    "best_step": 0,
-                }
-                self.rows = [r for r in self.rows if (r["dataset"], r["candidate"]) != (dataset, row["candidate"])]
-                self.rows.append(row)
-                self.write()
+                row = self.record(dataset, LINEAR + name, split.train.nnz, {"best_step": 0, **results})
                 print(
                     f"{dataset} {name}: val ndcg@50 {row['val_ndcg@50']:.4f} ({results['params']}) | "
                     f"{_fmt(time.perf_counter() - started)}",
                     flush=True,
                 )
+
+    def record(self, dataset: str, candidate: str, pairs: int, results: dict) -> dict:
+        """The results.csv row of a finished run (a baseline's validation has no MMR), replacing an earlier one of
+        the same data set and candidate; rewrites the outputs."""
+        valid = results["valid"]
+        row = {
+            "dataset": dataset,
+            "candidate": candidate,
+            "pairs": pairs,
+            **{f"val_{m}": valid.get(m, float("nan")) for m in ("ndcg@50", "map@50", "recall@50", "mmr")},
+            **{k: results[k] for k in ("ndcg@50", "mmr", "pairs_per_sec", "train_seconds", "best_step", "steps")},
+        }
+        self.rows = [r for r in self.rows if (r["dataset"], r["candidate"]) != (dataset, candidate)] + [row]
+        self.write()
+        return row
 
     def write(self):
         import pandas as pd
