@@ -168,7 +168,7 @@ class Screen:
                     seed=self.args.seed,
                     cap_trials=False,
                 )
-                row = self.record(dataset, LINEAR + name, split.train.nnz, {"best_step": 0, **results})
+                row = self.record(dataset, LINEAR + name, split.train.nnz, results)
                 print(
                     f"{dataset} {name}: val ndcg@50 {row['val_ndcg@50']:.4f} ({results['params']}) | "
                     f"{_fmt(time.perf_counter() - started)}",
@@ -176,15 +176,16 @@ class Screen:
                 )
 
     def record(self, dataset: str, candidate: str, pairs: int, results: dict) -> dict:
-        """The results.csv row of a finished run (a baseline's validation has no MMR), replacing an earlier one of
-        the same data set and candidate; rewrites the outputs."""
+        """The results.csv row of a finished run (a baseline has no best step: 0), replacing an earlier one of the same
+        data set and candidate; rewrites the outputs."""
         valid = results["valid"]
         row = {
             "dataset": dataset,
             "candidate": candidate,
             "pairs": pairs,
             **{f"val_{m}": valid.get(m, float("nan")) for m in ("ndcg@50", "map@50", "recall@50", "mmr")},
-            **{k: results[k] for k in ("ndcg@50", "mmr", "pairs_per_sec", "train_seconds", "best_step", "steps")},
+            **{k: results[k] for k in ("ndcg@50", "mmr", "pairs_per_sec", "train_seconds", "steps")},
+            "best_step": results.get("best_step", 0),
         }
         self.rows = [r for r in self.rows if (r["dataset"], r["candidate"]) != (dataset, candidate)] + [row]
         self.write()
@@ -314,6 +315,8 @@ def parse_args(argv=None):
     unknown += sorted(set(args.baselines) - set(BASELINES))
     if unknown:
         p.error(f"unknown candidate, data set or baseline: {', '.join(unknown)}")
+    if args.baseline_trials < 1:
+        p.error(f"--baseline_trials must be at least 1, got {args.baseline_trials}")
     return args
 
 

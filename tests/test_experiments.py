@@ -458,3 +458,5 @@ def test_accurate_linear_baselines_sit_beside_the_choice_and_never_take_part():
     assert accurate.beside_linear(df[df.candidate != "linear:ease"], "softmax-t0.5") == []
     with pytest.raises(SystemExit):
         accurate.parse_args(["--baselines=lasso"])
+    with pytest.raises(SystemExit):
+        accurate.parse_args(["--baselines=ease", "--baseline_trials=0"])
