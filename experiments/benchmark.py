@@ -44,9 +44,12 @@ def synthetic_train(n_users: int, n_items: int, nnz: int, seed: int = 0) -> sp.c
     return m
 
 
-def time_training(train, sampler, batch_size, num_negatives, steps, repeats, dense=False, overrides=None) -> dict:
+def time_training(
+    train, sampler, batch_size, num_negatives, steps, repeats, dense=False, overrides=None, cached=False
+) -> dict:
     """Median ms/step and pairs/s of `CML.fit` on ``train``, over ``repeats`` fresh model instances (``overrides``:
-    Config fields changed from the defaults, e.g. ``{"stage2_replacement": True}``).
+    Config fields changed from the defaults, e.g. ``{"stage2_replacement": True}``; ``cached``: the step alone, on
+    the stream's first batch repeated, without the input pipeline's work).
 
     Each repeat builds a new model (speed can differ between instances of the same model: memory placement, thread
     scheduling), warms it up (tracing, first steps), then times one ``fit`` of ``steps`` steps.
@@ -71,6 +74,8 @@ def time_training(train, sampler, batch_size, num_negatives, steps, repeats, den
     stream = TrainingStream(train, spec, seed=0)
     spe = 20 if steps % 20 == 0 else 1
     dataset = stream.dataset()
+    if cached:
+        dataset = dataset.take(1).cache().repeat()
     times = []
     for _ in range(repeats):
         model = build_model(config, *train.shape, steps_per_execution=spe)

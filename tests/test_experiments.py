@@ -460,3 +460,22 @@ def test_accurate_linear_baselines_sit_beside_the_choice_and_never_take_part():
         accurate.parse_args(["--baselines=lasso"])
     with pytest.raises(SystemExit):
         accurate.parse_args(["--baselines=ease", "--baseline_trials=0"])
+
+
+def test_bench_step_prints_the_step_alone_fed_and_the_pipeline(capsys):
+    from experiments import bench_step
+
+    argv = ["--users=300", "--items=3000", "--nnz=6000", "--steps=20", "--rounds=1", "--num_negatives=2"]
+    bench_step.main(argv + ['--variants={"default": {}, "no GOR": {"gor_weight": 0}}'])
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[2:] for line in capsys.readouterr().out.splitlines() if "|" in line
+    }
+    for name in ("default", "no GOR"):
+        alone, fed = float(rows[f"{name}: the step alone"][0]), float(rows[f"{name}: the step fed by the pipeline"][0])
+        assert alone > 0 and fed > 0
+        assert float(rows[f"{name}: the step fed by the pipeline"][2]) == pytest.approx(
+            fed - alone, abs=0.02
+        )  # each cell rounded to 0.01
+    assert float(rows["the 2-stage input pipeline alone"][0]) > 0
+    with pytest.raises(SystemExit):
+        bench_step.main(argv + ["--variants=[1]"])
