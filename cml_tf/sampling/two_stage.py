@@ -227,6 +227,12 @@ def _inverse_cdf_blocked(weights: tf.Tensor, fallback: tf.Tensor, u: tf.Tensor) 
     compare-and-count over the row, so the row is cut into blocks of `_BLOCK` candidates: a draw first finds its block
     among the block totals, then its candidate inside the block. Same distribution (up to float rounding of sums).
 
+    The sums are matrix products with a triangular matrix of ones, not ``cumsum``: XLA's CPU scans and inner-axis
+    reductions are several times slower than its dot (measured on 2 cores, B = 256, C = 2000: 10 draws a row in
+    2.5 ms against 3.7 ms with ``cumsum``). A product's partial sums need not be monotone in the last bit, so a draw
+    is the first candidate whose cumulative weight passes the target AND whose own weight is positive: never a
+    candidate of weight 0, whatever the rounding.
+
     Args / Returns: as `_inverse_cdf`.
     """
     has_weight = tf.reduce_any(weights > 0, axis=1, keepdims=True)
@@ -235,20 +241,31 @@ def _inverse_cdf_blocked(weights: tf.Tensor, fallback: tf.Tensor, u: tf.Tensor) 
     blocks = (c + _BLOCK - 1) // _BLOCK
     padded = tf.pad(weights, [[0, 0], [0, blocks * _BLOCK - c]])
     per_block = tf.reshape(padded, [b, blocks, _BLOCK])
-    totals = tf.reduce_sum(per_block, axis=2)  # [b, blocks]
-    block_cdf = tf.cumsum(totals, axis=1)
+    totals = tf.squeeze(tf.matmul(per_block, tf.ones([_BLOCK, 1], weights.dtype)), axis=2)  # [b, blocks]
+    block_cdf = tf.matmul(totals, _upper_ones(blocks, weights.dtype))  # [b, blocks] inclusive prefix sums
     target = u * block_cdf[:, -1:]  # [b, n]
-    # the block: how many block totals end at or before the target (the last block with weight, if rounding says all)
-    block = tf.reduce_sum(tf.cast(block_cdf[:, None, :] <= target[:, :, None], tf.int32), axis=2)
+    # the block: the first whose cumulative total passes the target and which has weight (the last such, if
+    # rounding says none passes)
+    passes = (block_cdf[:, None, :] > target[:, :, None]) & (totals > 0)[:, None, :]  # [b, n, blocks]
     last_block = blocks - 1 - tf.argmax(tf.reverse(totals > 0, axis=[1]), axis=1, output_type=tf.int32)
-    block = tf.minimum(block, last_block[:, None])
+    block = _first_true(passes, fallback=last_block[:, None])
     before = tf.where(block > 0, tf.gather(block_cdf, tf.maximum(block - 1, 0), batch_dims=1), 0.0)
     inner = tf.gather(per_block, block, batch_dims=1)  # [b, n, _BLOCK]
-    inner_cdf = tf.cumsum(inner, axis=2)
-    offset = tf.reduce_sum(tf.cast(inner_cdf <= (target - before)[:, :, None], tf.int32), axis=2)
-    # rounding guard: the last candidate with a weight in the block
+    inner_cdf = tf.matmul(inner, _upper_ones(_BLOCK, weights.dtype))
+    passes = (inner_cdf > (target - before)[:, :, None]) & (inner > 0)
     last_inner = _BLOCK - 1 - tf.argmax(tf.reverse(inner > 0, axis=[2]), axis=2, output_type=tf.int32)
-    return block * _BLOCK + tf.minimum(offset, last_inner)
+    return block * _BLOCK + _first_true(passes, fallback=last_inner)
+
+
+def _upper_ones(n, dtype) -> tf.Tensor:
+    """[n, n] ones on and above the diagonal: ``x @ _upper_ones(n)`` is the inclusive prefix sum of x's rows."""
+    return tf.linalg.band_part(tf.ones(tf.stack([n, n]), dtype), 0, -1)
+
+
+def _first_true(mask: tf.Tensor, fallback: tf.Tensor) -> tf.Tensor:
+    """[...] int32 index of the first True along the last axis of ``mask`` [..., k]; ``fallback`` where none is."""
+    first = tf.argmax(tf.cast(mask, tf.int32), axis=-1, output_type=tf.int32)
+    return tf.where(tf.reduce_any(mask, axis=-1), first, fallback)
 
 
 def _inverse_cdf(weights: tf.Tensor, fallback: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
