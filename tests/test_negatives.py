@@ -155,6 +155,16 @@ def test_without_replacement_rejection_path_uniform_and_seeded():
     assert not np.array_equal(a, sampler.sample_without_replacement(20, tf_seed(6)).numpy())
 
 
+@pytest.mark.parametrize("n_items", [50, 1000])  # Gumbel top-k (n <= 32 num) and the i.i.d.-with-unique path
+def test_without_replacement_unordered_is_the_same_set(n_items):
+    log_w = np.log(np.random.default_rng(0).integers(1, 30, n_items).astype(np.float64))
+    sampler = S.ItemSampler(log_w, n_items)
+    for s in range(5):
+        ordered = sampler.sample_without_replacement(10, tf_seed(s)).numpy()
+        unordered = sampler.sample_without_replacement(10, tf_seed(s), ordered=False).numpy()
+        np.testing.assert_array_equal(np.sort(ordered), np.sort(unordered))
+
+
 # ----------------------------------------------------------------------------------------- positive index
 def test_positive_index_contains_matches_set():
     train = _random_csr(30, 40, 0.15, seed=0)

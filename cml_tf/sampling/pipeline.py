@@ -187,7 +187,9 @@ class TrainingStream:
         if spec.sampler == "2stage":
             groups = self.candidate_groups
             if groups == 1:
-                candidates = tf.sort(self.item_sampler.sample_without_replacement(spec.num_candidates, seed))
+                candidates = tf.sort(
+                    self.item_sampler.sample_without_replacement(spec.num_candidates, seed, ordered=False)
+                )
                 out["candidates"] = tf.cast(candidates, tf.int32)
                 out["candidate_is_positive"] = self.positive_index.candidate_mask(users, candidates)
             else:
@@ -195,7 +197,11 @@ class TrainingStream:
                 sets, masks = [], []
                 for g in range(groups):
                     group_seed = tf.random.experimental.stateless_fold_in(seed, g)
-                    sets.append(tf.sort(self.item_sampler.sample_without_replacement(spec.num_candidates, group_seed)))
+                    sets.append(
+                        tf.sort(
+                            self.item_sampler.sample_without_replacement(spec.num_candidates, group_seed, ordered=False)
+                        )
+                    )
                     masks.append(self.positive_index.candidate_mask(blocks[g], sets[-1]))
                 out["candidates"] = tf.cast(tf.stack(sets), tf.int32)  # [groups, C]
                 out["candidate_is_positive"] = tf.concat(masks, axis=0)  # [B, C]
