@@ -163,7 +163,7 @@ def _select_successive(
     than ``num``) is completed draw by draw, each renormalised over the candidates not yet drawn (and falling back
     to uniform over the remaining non-positive ones once no weight is left), which continues the same sequence."""
     logits = _logits(positive_vectors, candidate_vectors, weight_cap, cutoff, mask_opposite)
-    weights, fallback = _draw_weights(logits, candidate_is_positive, uniform_mix)
+    weights, fallback = _draw_weights(logits, candidate_is_positive, uniform_mix, bounded=weight_cap is not None)
     tries = 2 * num
     u = tf.random.stateless_uniform(tf.stack([tf.shape(logits)[0], tries + num]), seed, dtype=logits.dtype)
     draws = _inverse_cdf_blocked(weights, fallback, u[:, :tries])  # [batch, tries]
@@ -193,18 +193,22 @@ def _select_successive(
     return tf.cond(tf.reduce_all(found), lambda: picks, complete)
 
 
-def _draw_weights(logits: tf.Tensor, candidate_is_positive: tf.Tensor, uniform_mix: float):
+def _draw_weights(logits: tf.Tensor, candidate_is_positive: tf.Tensor, uniform_mix: float, bounded: bool = False):
     """The [batch, C] weights a row draws from, and the uniform fallback used where they are all zero.
 
     Args:
         logits: [batch, C] stage-2 logits (−inf where the weight is 0).
         candidate_is_positive: [batch, C] bool.
         uniform_mix: ρ of the mixture with uniform over the non-positive candidates (0: none).
+        bounded: the logits are bounded (capped above, and below by the clip of s), so ``exp`` cannot overflow or
+            underflow to 0 and the row max need not be subtracted (one pass over [batch, C] fewer).
 
     Returns:
         (weights, fallback), both [batch, C] float, 0 on the positives; weights are relative within a row.
     """
     valid = tf.math.is_finite(logits) & ~candidate_is_positive
+    if bounded and uniform_mix == 0:
+        return tf.where(valid, tf.exp(logits), 0.0), tf.cast(~candidate_is_positive, logits.dtype)
     masked = tf.where(valid, logits, tf.constant(-np.inf, logits.dtype))
     row_max = tf.reduce_max(masked, axis=1, keepdims=True)  # −inf where no candidate is valid
     has_valid = tf.math.is_finite(row_max)
@@ -235,13 +239,19 @@ def _inverse_cdf_blocked(weights: tf.Tensor, fallback: tf.Tensor, u: tf.Tensor) 
 
     Args / Returns: as `_inverse_cdf`.
     """
-    has_weight = tf.reduce_any(weights > 0, axis=1, keepdims=True)
-    weights = tf.where(has_weight, weights, fallback)
     b, c = tf.shape(weights)[0], tf.shape(weights)[1]
     blocks = (c + _BLOCK - 1) // _BLOCK
-    padded = tf.pad(weights, [[0, 0], [0, blocks * _BLOCK - c]])
-    per_block = tf.reshape(padded, [b, blocks, _BLOCK])
-    totals = tf.squeeze(tf.matmul(per_block, tf.ones([_BLOCK, 1], weights.dtype)), axis=2)  # [b, blocks]
+
+    def block_sums(x):  # ([b, blocks, _BLOCK] the row cut in blocks, [b, blocks] their totals)
+        per_block = tf.reshape(tf.pad(x, [[0, 0], [0, blocks * _BLOCK - c]]), [b, blocks, _BLOCK])
+        return per_block, tf.squeeze(tf.matmul(per_block, tf.ones([_BLOCK, 1], x.dtype)), axis=2)
+
+    per_block, totals = block_sums(weights)
+    # a row without weight draws from the fallback (a block total is > 0 iff one of its weights is)
+    has_weight = tf.reduce_any(totals > 0, axis=1, keepdims=True)  # [b, 1]
+    fallback_blocks, fallback_totals = block_sums(fallback)
+    per_block = tf.where(has_weight[:, :, None], per_block, fallback_blocks)
+    totals = tf.where(has_weight, totals, fallback_totals)
     block_cdf = tf.matmul(totals, _upper_ones(blocks, weights.dtype))  # [b, blocks] inclusive prefix sums
     target = u * block_cdf[:, -1:]  # [b, n]
     # the block: the first whose cumulative total passes the target and which has weight (the last such, if
