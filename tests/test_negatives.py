@@ -155,14 +155,32 @@ def test_without_replacement_rejection_path_uniform_and_seeded():
     assert not np.array_equal(a, sampler.sample_without_replacement(20, tf_seed(6)).numpy())
 
 
-@pytest.mark.parametrize("n_items", [50, 1000])  # Gumbel top-k (n <= 32 num) and the i.i.d.-with-unique path
-def test_without_replacement_unordered_is_the_same_set(n_items):
+@pytest.mark.parametrize(
+    "n_items, num", [(50, 10), (3000, 500), (1000, 10)]
+)  # Gumbel keys (n <= 32 num: top_k ordered, bisection unordered) and the i.i.d.-with-unique path
+def test_without_replacement_unordered_is_the_same_set(n_items, num):
     log_w = np.log(np.random.default_rng(0).integers(1, 30, n_items).astype(np.float64))
     sampler = S.ItemSampler(log_w, n_items)
     for s in range(5):
-        ordered = sampler.sample_without_replacement(10, tf_seed(s)).numpy()
-        unordered = sampler.sample_without_replacement(10, tf_seed(s), ordered=False).numpy()
+        ordered = sampler.sample_without_replacement(num, tf_seed(s)).numpy()
+        unordered = sampler.sample_without_replacement(num, tf_seed(s), ordered=False).numpy()
+        assert len(unordered) == num
         np.testing.assert_array_equal(np.sort(ordered), np.sort(unordered))
+        if n_items <= 32 * num:  # the bisection's set comes out ascending by id
+            assert (np.diff(unordered) > 0).all()
+
+
+def test_gumbel_top_set_against_sorting_the_keys():
+    # the bisection's mask is the num largest keys, found by sorting them (negative and positive keys, -inf weights)
+    rng = np.random.default_rng(3)
+    counts = rng.integers(0, 5, 400).astype(np.float32)
+    log_w = np.where(counts > 0, 3.0 * np.log(np.maximum(counts, 1)), -np.inf).astype(np.float32)  # keys of both signs
+    for s, num in [(0, 1), (1, 37), (2, 200), (3, int(np.isfinite(log_w).sum()))]:
+        u = tf.random.stateless_uniform([400], tf_seed(s), 1e-20, 1.0)
+        keys = log_w - np.log(-np.log(u.numpy()))
+        expected = np.zeros(400, bool)
+        expected[np.argsort(-keys, kind="stable")[:num]] = True
+        np.testing.assert_array_equal(S._gumbel_top_set(u, tf.constant(log_w), num=num).numpy(), expected)
 
 
 # ----------------------------------------------------------------------------------------- positive index

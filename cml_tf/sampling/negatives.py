@@ -199,11 +199,13 @@ class ItemSampler:
         Args:
             num: number of distinct items C (<= number of drawable items).
             seed: [2] int stateless seed.
-            ordered: whether the ids must come in draw order. A caller that needs only the set (and sorts it) passes
-                False, and Gumbel top-k skips its own sort: the same set, about 0.3 ms cheaper at C = 2000.
+            ordered: whether the ids must come in draw order. A caller that needs only the set passes False: for
+                small catalogs the Gumbel keys' top ``num`` are then selected without sorting them, and come out
+                ascending by id (the same set as with True).
 
         Returns:
-            [num] int64 distinct item ids: in draw order, or if not ``ordered`` the same set in any order.
+            [num] int64 distinct item ids: in draw order, or if not ``ordered`` the same set in any order (ascending
+            on the Gumbel path).
         """
         if self.cdf is None:
             log_w = tf.zeros([self.n_items], tf.float32)
@@ -214,8 +216,13 @@ class ItemSampler:
         if num > drawable:
             raise ValueError(f"cannot draw {num} distinct items from {drawable} drawable items")
         if self.n_items <= 32 * num:
-            gumbel = -tf.math.log(-tf.math.log(tf.random.stateless_uniform([self.n_items], seed, 1e-20, 1.0)))
-            return tf.cast(tf.math.top_k(log_w + gumbel, k=num, sorted=ordered).indices, tf.int64)
+            u = tf.random.stateless_uniform([self.n_items], seed, 1e-20, 1.0)
+            if not ordered:
+                # the same num largest keys found by bisection on their order-preserving int32 images, compiled
+                # (top_k with k = 2000 of 26,000 costs about 0.2-0.4 ms more a batch); comes out sorted by id
+                return tf.where(_gumbel_top_set(u, log_w, num=num))[:num, 0]
+            gumbel = -tf.math.log(-tf.math.log(u))
+            return tf.cast(tf.math.top_k(log_w + gumbel, k=num).indices, tf.int64)
 
         seeds = tf.random.experimental.stateless_split(seed, num=2)
 
@@ -232,6 +239,37 @@ class ItemSampler:
             cond, body, (tf.constant(0, tf.int64), first), shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]))
         )
         return unique[:num]
+
+
+@tf.function(jit_compile=True)
+def _gumbel_top_set(u: tf.Tensor, log_w: tf.Tensor, *, num: int) -> tf.Tensor:
+    """Which items hold the ``num`` largest Gumbel keys log w + G, G = −log(−log u), as a mask (one XLA loop).
+
+    The keys' float32 bits map to int32 in the same order (negative floats: all bits but the sign flipped), and a
+    bisection over that int range finds the largest threshold T with at least ``num`` keys >= T: the ``num``-th
+    largest key. Exactly ``num`` items pass unless keys tie at T (continuous noise: probability ~0; the caller keeps
+    the first ``num`` by id). Items of weight 0 (key −inf) pass only if fewer than ``num`` others can.
+
+    Args:
+        u: [n] float32 uniforms in (0, 1).
+        log_w: [n] float32 log weights (−inf: never drawn).
+        num: the set size (a constant of the compiled function).
+
+    Returns:
+        [n] bool.
+    """
+    bits = tf.bitcast(log_w - tf.math.log(-tf.math.log(u)), tf.int32)
+    keys = tf.where(bits < 0, bits ^ tf.constant(0x7FFFFFFF, tf.int32), bits)  # int order = float order
+    lo = tf.cast(tf.reduce_min(keys), tf.int64)  # count(keys >= lo) = n >= num
+    hi = tf.cast(tf.reduce_max(keys), tf.int64)
+
+    def body(lo, hi):
+        mid = (lo + hi + 1) // 2
+        enough = tf.reduce_sum(tf.cast(keys >= tf.cast(mid, tf.int32), tf.int32)) >= num
+        return tf.where(enough, mid, lo), tf.where(enough, hi, mid - 1)
+
+    lo, _ = tf.while_loop(lambda lo, hi: lo < hi, body, (lo, hi))
+    return keys >= tf.cast(lo, tf.int32)
 
 
 def _segment_count_le(values: tf.Tensor, starts: tf.Tensor, lengths: tf.Tensor, queries: tf.Tensor, depth: int):
