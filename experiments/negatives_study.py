@@ -72,6 +72,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "beta0.5": ("2-stage, stage-1 candidates by popularity^0.5", {"beta": 0.5}),
     "beta0": ("2-stage, uniform stage-1 candidates (β = 0)", {"beta": 0.0}),
     "beta0.5-mean": ("2-stage, β = 0.5, one hinge per negative", {"beta": 0.5, "hinge": "mean"}),
+    "beta0.75-mean": ("2-stage, β = 0.75, one hinge per negative", {"beta": 0.75, "hinge": "mean"}),
     "beta0-mean": ("2-stage, β = 0, one hinge per negative", {"beta": 0.0, "hinge": "mean"}),
     "beta0-replacement": ("2-stage, β = 0, independent draws", {"beta": 0.0, "stage2_replacement": True}),
     # the one-hinge-per-negative loss with the original's stale table, without the opposite mask, λ = 1 or 16
