@@ -152,8 +152,9 @@ def _select_independent(
 ):
     """Independent draws by inverse CDF, compiled with XLA: the similarities, logits and draws fuse into a few loops
     over the [batch, C] matrix (measured on 2 CPU cores, B=256, C=2000, |N_ij| = 1: 3.0 ms against 5.9 ms unfused).
-    Gumbel noise is not used: XLA's CPU random generator is slow for B·C numbers. The keyword arguments are Python
-    values: constants of the compiled function (one trace per setting)."""
+    Gumbel noise is not used: XLA's CPU random generator is slow for B·C numbers. At |N_ij| = 1 the row's uniform
+    is made here from ``seed`` (``uniforms`` None); at |N_ij| > 1 ``uniforms`` [batch, num] come from `_uniforms`.
+    The keyword arguments are Python values: constants of the compiled function (one trace per setting)."""
     logits = _logits(positive_vectors, candidate_vectors, weight_cap, cutoff, mask_opposite)
     weights, fallback = _draw_weights(logits, candidate_is_positive, uniform_mix)
     if uniforms is None:  # |N_ij| = 1: the row's one uniform, made here from the seed
@@ -218,8 +219,9 @@ def _draw_weights(logits: tf.Tensor, candidate_is_positive: tf.Tensor, uniform_m
         logits: [batch, C] stage-2 logits (−inf where the weight is 0).
         candidate_is_positive: [batch, C] bool.
         uniform_mix: ρ of the mixture with uniform over the non-positive candidates (0: none).
-        bounded: the logits are bounded (capped above, and below by the clip of s), so ``exp`` cannot overflow or
-            underflow to 0 and the row max need not be subtracted (one pass over [batch, C] fewer).
+        bounded: the finite logits lie in [0, log λ] (capped weights: w(s) >= w(0) = 1, at most λ), so ``exp``
+            cannot overflow or underflow to 0 and the row max need not be subtracted (one pass over [batch, C]
+            fewer).
 
     Returns:
         (weights, fallback), both [batch, C] float, 0 on the positives; weights are relative within a row.
