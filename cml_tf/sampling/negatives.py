@@ -199,13 +199,12 @@ class ItemSampler:
         Args:
             num: number of distinct items C (<= number of drawable items).
             seed: [2] int stateless seed.
-            ordered: whether the ids must come in draw order. A caller that needs only the set passes False: for
-                small catalogs the Gumbel keys' top ``num`` are then selected without sorting them, and come out
-                ascending by id (the same set as with True).
+            ordered: whether the ids must come in draw order. A caller that needs only the set passes False and
+                gets it ascending by id (the same set as with True): for small catalogs the Gumbel keys' top
+                ``num`` are then selected without sorting the keys.
 
         Returns:
-            [num] int64 distinct item ids: in draw order, or if not ``ordered`` the same set in any order (ascending
-            on the Gumbel path).
+            [num] int64 distinct item ids: in draw order, or if not ``ordered`` the same set ascending.
         """
         if self.cdf is None:
             log_w = tf.zeros([self.n_items], tf.float32)
@@ -238,7 +237,7 @@ class ItemSampler:
         _, unique = tf.while_loop(
             cond, body, (tf.constant(0, tf.int64), first), shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]))
         )
-        return unique[:num]
+        return unique[:num] if ordered else tf.sort(unique[:num])
 
 
 @tf.function(jit_compile=True)

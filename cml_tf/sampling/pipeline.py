@@ -187,9 +187,8 @@ class TrainingStream:
         if spec.sampler == "2stage":
             groups = self.candidate_groups
             if groups == 1:
-                candidates = tf.sort(
-                    self.item_sampler.sample_without_replacement(spec.num_candidates, seed, ordered=False)
-                )
+                # ascending, as candidate_mask's search needs
+                candidates = self.item_sampler.sample_without_replacement(spec.num_candidates, seed, ordered=False)
                 out["candidates"] = tf.cast(candidates, tf.int32)
                 out["candidate_is_positive"] = self.positive_index.candidate_mask(users, candidates)
             else:
@@ -198,9 +197,7 @@ class TrainingStream:
                 for g in range(groups):
                     group_seed = tf.random.experimental.stateless_fold_in(seed, g)
                     sets.append(
-                        tf.sort(
-                            self.item_sampler.sample_without_replacement(spec.num_candidates, group_seed, ordered=False)
-                        )
+                        self.item_sampler.sample_without_replacement(spec.num_candidates, group_seed, ordered=False)
                     )
                     masks.append(self.positive_index.candidate_mask(blocks[g], sets[-1]))
                 out["candidates"] = tf.cast(tf.stack(sets), tf.int32)  # [groups, C]
