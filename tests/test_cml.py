@@ -386,6 +386,7 @@ def test_softmax_loss_and_gradients_against_the_definition():
         "candidate_log_q": tf.constant(lq_items[candidates], tf.float32),
         "batch_is_positive": tf.constant(batch_pos),
         "positive_log_q": tf.constant(lq_items[positives], tf.float32),
+        "batch_log_q": tf.constant(np.broadcast_to(lq_items[positives], (3, 3)), tf.float32),
     }
     variables = [model.user_embedding.embeddings, model.item_embedding.embeddings]
     with tf.GradientTape() as tape:

@@ -392,3 +392,22 @@ def test_side_info_sampler_checks_its_input():
         S.SideInfoSampler(train, sp.csr_matrix((2, 1)))
     with pytest.raises(ValueError, match="tries must be >= 1"):
         S.SideInfoSampler(train, sp.csr_matrix((3, 1)), tries=0)
+
+
+def test_draw_probs_are_the_samplers_distributions():
+    # the probability of one draw, by hand (uniform, popular) and by the side_info reference, for every non-positive
+    train = sp.csr_matrix(([1.0, 1.0, 1.0, 1.0], ([0, 0, 0, 1], [0, 1, 5, 2])), shape=(2, 7))
+    items = tf.constant([[2, 3], [0, 1]])
+    uniform = S.NegativeSampler(train).draw_probs(tf.constant([0, 1]), items).numpy()
+    np.testing.assert_allclose(uniform, [[1 / 4, 1 / 4], [1 / 6, 1 / 6]])
+    popular = S.NegativeSampler(train, np.log(np.arange(1.0, 8.0))).draw_probs(tf.constant([0, 1]), items).numpy()
+    np.testing.assert_allclose(popular, [[3 / 19, 4 / 19], [1 / 25, 2 / 25]])  # w = 1..7; user 0 holds 1 + 2 + 6
+    users, positives = np.array([0, 0, 0, 0, 0, 0, 0, 1, 1]), np.array([0, 1, 2, 3, 4, 5, 6, 2, 0])
+    for tries in (1, 2, 8):
+        sampler = S.SideInfoSampler(train, _groups_matrix(), tries=tries)
+        got = sampler.draw_probs(users, positives, np.tile(np.arange(7), (9, 1))).numpy()
+        for row, (u, j) in enumerate(zip(users, positives)):
+            held = set(train[u].indices)
+            free = [i for i in range(7) if i not in held]
+            want = _side_info_reference(held, _GROUPS, _ITEM_GROUPS, j, 7, tries)
+            np.testing.assert_allclose(got[row, free], want[free], err_msg=f"tries {tries}, row {row}")

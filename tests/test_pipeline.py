@@ -355,8 +355,151 @@ def test_softmax_batches_carry_the_log_expected_counts(train):
     from cml_tf.sampling.negatives import inclusion_log_probs, popularity_log_weights
 
     pi = np.exp(inclusion_log_probs(popularity_log_weights(counts, 1.0, 1.0), N_ITEMS, spec.num_candidates))
-    expected = pi + BATCH * counts / counts.sum()  # stage-1 inclusion + the in-batch share
+    expected = pi + (BATCH - 1) * counts / (counts.sum() - 1)  # stage-1 inclusion + the other rows' positives
     np.testing.assert_allclose(np.exp(e["candidate_log_q"]), expected[e["candidates"]], rtol=1e-5)
     np.testing.assert_allclose(np.exp(e["positive_log_q"]), expected[e["positives"]], rtol=1e-5)
+    np.testing.assert_allclose(
+        np.exp(e["batch_log_q"]), np.broadcast_to(expected[e["positives"]], (BATCH, BATCH)), rtol=1e-5
+    )
     held = train[e["users"]].toarray() > 0
     np.testing.assert_array_equal(e["batch_is_positive"], held[:, e["positives"]])
+
+
+# ------------------------------------------------------- the softmax's log q: expected counts in each row's pool
+SOFTMAX_ITEMS, SOFTMAX_BATCHES = 500, 160
+
+
+@pytest.fixture(scope="module")
+def skewed_train():
+    """60 users x 500 items, 5 to 60 positives each drawn by a long-tailed popularity: ~2,000 pairs."""
+    rng = np.random.default_rng(7)
+    p = 1.0 / (np.arange(SOFTMAX_ITEMS) + 5.0)
+    p /= p.sum()
+    dense = np.zeros((60, SOFTMAX_ITEMS), np.float32)
+    for u in range(60):
+        dense[u, rng.choice(SOFTMAX_ITEMS, size=rng.integers(5, 61), replace=False, p=p)] = 1
+    return sp.csr_matrix(dense)
+
+
+def _side_info_groups():
+    """Item j is in groups j % 7 and 7 + (j // 7) % 5, except every 11th item, which has none."""
+    members = [[j % 7, 7 + (j // 7) % 5] if j % 11 else [] for j in range(SOFTMAX_ITEMS)]
+    rows = [j for j, gs in enumerate(members) for _ in gs]
+    cols = [g for gs in members for g in gs]
+    return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(SOFTMAX_ITEMS, 12)), members
+
+
+def _per_draw_reference(sampler, held, positive, counts, item_groups, tries=8):
+    """[n] the probability that one of the row's per-row draws is item j, from the samplers' definitions, for the
+    items j ∉ P_u (a positive is never drawn) and, as if it could be drawn, for the row's own positive."""
+    n = SOFTMAX_ITEMS
+    free = n - held.sum()
+    if sampler == "uniform":
+        return np.full(n, 1.0 / free)
+    if sampler == "popular":  # ∝ (c_j + 1)^β, β = 1, renormalised over the user's non-positives
+        w = counts + 1.0
+        return w / w[~held].sum()
+    groups, members = item_groups  # side_info: a group of the positive uniformly, then T tries among its members
+    if not members[positive]:
+        return np.full(n, 1.0 / free)
+    out = np.zeros(n)
+    for g in members[positive]:
+        in_g = np.asarray(groups[:, g].todense()).ravel() > 0
+        fail = ((in_g & held).sum() / in_g.sum()) ** tries
+        inside = in_g / max((in_g & ~held).sum(), 1) if (in_g & ~held).any() else np.zeros(n)
+        out += ((1 - fail) * inside + fail / free) / len(members[positive])
+    return out
+
+
+@pytest.mark.parametrize(
+    "sampler, in_batch, batch, num_negatives",
+    [
+        ("uniform", True, 64, 1),  # the issue's case: a tail item's count is 0.002 in a row's pool, not 0.128
+        ("popular", False, 64, 2),
+        ("side_info", False, 64, 2),
+        ("2stage", True, 8, 1),  # B = 8: B·f and (B − 1)·f differ by 14 %
+        ("in_batch", True, 8, 1),
+    ],
+)
+def test_softmax_log_q_is_the_expected_count_of_the_item_in_the_rows_pool(
+    skewed_train, sampler, in_batch, batch, num_negatives
+):
+    """Per row i and pool item j, the batch's log q is log E[times j enters row i's pool] (Σ over its sub-pools).
+
+    The reference, from the definition: row i (user u, positive p) gets its N per-row draws only into its own pool
+    (N·q_j(i)), each other row's positive is a uniform draw of the other P − 1 pairs ((B − 1)·c_j / (P − 1)), the C
+    stage-1 candidates enter with their inclusion probability π_j. Checked three ways: (1) the log q carried for
+    every pool item (candidates, per-row negatives, batch positives, and the positive's own) equals the reference's
+    sum; (2) the counts of each sub-pool, summed over all rows of SOFTMAX_BATCHES real batches, match the
+    reference's expected counts per popularity quintile; (3) Σ over occurrences of 1 / exp(log q), the estimate of
+    the number of the row's non-positive items that the softmax's normaliser relies on, matches it (it is unbiased
+    exactly when exp(log q) is the expected count). Tolerances: 5 standard errors of the per-batch sums.
+    """
+    from cml_tf.sampling.negatives import inclusion_log_probs, popularity_log_weights
+
+    train = skewed_train
+    n, held_all = SOFTMAX_ITEMS, train.toarray() > 0
+    counts = np.bincount(train.indices, minlength=n).astype(float)
+    pairs = train.nnz
+    spec = SamplerSpec(
+        sampler=sampler, batch_size=batch, num_negatives=num_negatives, num_candidates=20, softmax=True,
+        in_batch=in_batch,
+    )  # fmt: skip
+    item_groups = _side_info_groups()
+    stream = TrainingStream(train, spec, seed=11, item_groups=item_groups[0] if sampler == "side_info" else None)
+    pi = np.exp(inclusion_log_probs(popularity_log_weights(counts, 1.0, 1.0), n, 20)) if sampler == "2stage" else 0
+    in_batch_count = (batch - 1) * counts / (pairs - 1) if in_batch else np.zeros(n)
+    quintile = np.zeros(n, int)
+    quintile[np.argsort(counts, kind="stable")] = np.arange(n) * 5 // n
+    per_row_cache = {}
+    sums = {k: [] for k in ("candidates", "negatives", "in_batch", "ht")}  # per batch: [observed, expected] x 5
+
+    def quintiles(x):
+        return np.bincount(quintile, weights=x, minlength=5)
+
+    for e in _elements(stream, 0, SOFTMAX_BATCHES):
+        users, positives = e["users"], e["positives"]
+        held = held_all[users]  # [B, n]
+        rows = np.arange(batch)
+        expected = np.zeros((batch, n)) + pi + in_batch_count  # E_i(j), the indicator j ∉ P_u left out
+        per_row = np.zeros((batch, n))
+        if sampler in ("uniform", "popular", "side_info"):
+            for i, (u, p) in enumerate(zip(users, positives)):
+                key = (u, p) if sampler == "side_info" else u
+                if key not in per_row_cache:
+                    per_row_cache[key] = _per_draw_reference(sampler, held_all[u], p, counts, item_groups)
+                per_row[i] = num_negatives * per_row_cache[key]
+            expected += per_row
+        # (1) every carried log q is the reference's log E_i(j)
+        np.testing.assert_allclose(np.exp(e["positive_log_q"]), expected[rows, positives], rtol=1e-4)
+        pools = []  # (sub-pool, [B, m] items, [B, m] in the row's pool, [B, m] carried log q)
+        if "candidates" in e:
+            c = np.broadcast_to(e["candidates"], (batch, e["candidates"].size))
+            pools.append(("candidates", c, ~e["candidate_is_positive"], np.broadcast_to(e["candidate_log_q"], c.shape)))
+        if "negatives" in e:
+            assert not held[rows[:, None], e["negatives"]].any()
+            pools.append(("negatives", e["negatives"], np.ones(e["negatives"].shape, bool), e["negative_log_q"]))
+        if in_batch:
+            b = np.broadcast_to(positives, (batch, batch))
+            np.testing.assert_array_equal(e["batch_is_positive"], held[:, positives])
+            pools.append(("in_batch", b, ~e["batch_is_positive"], e["batch_log_q"]))
+        ht = np.zeros(n)
+        for name, items, kept, log_q in pools:
+            np.testing.assert_allclose(np.exp(log_q[kept]), expected[np.nonzero(kept)[0], items[kept]], rtol=1e-4)
+            observed = np.bincount(items[kept], minlength=n).astype(float)
+            sub = {"candidates": pi, "negatives": per_row, "in_batch": in_batch_count}[name]
+            sub_expected = (np.broadcast_to(sub, (batch, n)) * ~held).sum(0)
+            sums[name].append([quintiles(observed), quintiles(sub_expected)])
+            covered = kept & (np.exp(log_q) >= 1e-4)
+            np.add.at(ht, items[covered], np.exp(-log_q[covered].astype(np.float64)))
+        # Σ 1/q vs the number of the row's non-positives, over the items a row's pool covers (E_i(j) >= 1e-4:
+        # side_info reaches the other items only through a q_g^T fallback, with a variance no test can average)
+        sums["ht"].append([quintiles(ht), quintiles((~held & (expected >= 1e-4)).sum(0).astype(float))])
+    for name, per_batch in sums.items():
+        if not per_batch:
+            continue
+        per_batch = np.asarray(per_batch)  # [batches, 2, 5]
+        observed, reference = per_batch.sum(0)
+        se = np.sqrt(len(per_batch)) * (per_batch[:, 0] - per_batch[:, 1]).std(0)
+        slack = 0.03 * reference if name in ("candidates", "ht") and sampler == "2stage" else 0  # π_j approximated
+        assert np.all(np.abs(observed - reference) <= 5 * se + slack + 1e-9), (name, observed, reference, se)

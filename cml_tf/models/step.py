@@ -130,7 +130,9 @@ class TrainingStep:
     def compute_softmax_losses(self, data, training=True) -> dict:
         """The loss terms with the sampled softmax (`cml_tf.models.losses.sampled_softmax`) over the batch's pool of
         negatives: the stage-1 candidates and the in-batch positives (shared by the batch, masked where they are
-        positives of the row's user) and the per-row negatives, each corrected by its ``log q``."""
+        positives of the row's user) and the per-row negatives, each corrected by its ``log q``: ``candidate_log_q``
+        [C], ``batch_log_q`` [B, B] (row i's, of the batch's positive k), ``negative_log_q`` [B, N]; the positive's
+        logit by ``positive_log_q`` [B] (`cml_tf.sampling.pipeline.TrainingStream._pool_log_q`)."""
         users, positives = data["users"], data["positives"]
         u = self.user_vectors(users)
         p = self.item_vectors(positives)
@@ -141,14 +143,15 @@ class TrainingStep:
             else []
         )
         if "batch_is_positive" in data:
-            shared.append((positives, data["batch_is_positive"], data["positive_log_q"]))
+            shared.append((positives, data["batch_is_positive"], data["batch_log_q"]))
         distances, excluded, log_q = [], [], []
         b = tf.shape(users)[0]
         if shared:
             items = tf.concat([s[0] for s in shared], axis=0)  # [M]
             distances.append(self.shared_distances(users, u, items, exclude=positives))
             excluded.append(tf.concat([s[1] for s in shared], axis=1))
-            log_q.append(tf.broadcast_to(tf.concat([s[2] for s in shared], axis=0)[None], tf.shape(distances[-1])))
+            # each sub-pool's log q: [m] (the same for every row) or [B, m] (row-dependent)
+            log_q.append(tf.concat([tf.broadcast_to(s[2], tf.shape(s[1])) for s in shared], axis=1))
         negatives = data.get("negatives", tf.zeros([b, 0], tf.int32))
         n = self.item_vectors(negatives)
         if "negatives" in data:

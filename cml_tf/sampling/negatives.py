@@ -353,6 +353,27 @@ class NegativeSampler:
         k = _segment_count_le(self.shifted, starts, degree, r, self.depth)
         return tf.minimum(r + k, self.n_items - 1)
 
+    def draw_probs(self, users: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
+        """P(one draw for the row's user is the item), for an item that is not a positive of the user.
+
+        Uniform: 1 / (n − |P_u|); popular: w_j / Σ_{k ∉ P_u} w_k. (Zero for a positive, which is never drawn; the
+        caller knows which items are positives, so that indicator is left out here.)
+
+        Args:
+            users: [batch] int user ids.
+            items: [batch, M] int item ids.
+
+        Returns:
+            [batch, M] float64 probabilities.
+        """
+        users = tf.cast(users, tf.int64)
+        items = tf.cast(items, tf.int64)
+        if self.cdf is None:
+            free = tf.cast(tf.maximum(self.n_items - tf.gather(self.degree, users), 1), tf.float64)
+            return tf.broadcast_to((1.0 / free)[:, None], tf.shape(items))
+        free_mass = tf.maximum(1.0 - tf.gather(self.positive_mass, users), 1e-300)
+        return tf.gather(self.weights, items) / free_mass[:, None]
+
     def sample(self, users: tf.Tensor, num: int, seed: tf.Tensor) -> tf.Tensor:
         """``num`` negatives per user, with replacement.
 
@@ -429,6 +450,71 @@ class SideInfoSampler:
         self.group_starts = tf.constant(np.concatenate([members.indptr[:-1].astype(np.int64), pad]))  # [G + 1]
         self.group_size = tf.constant(np.concatenate([np.diff(members.indptr).astype(np.int64), pad]))  # [G + 1]
         self.group_items = tf.constant(np.concatenate([members.indices.astype(np.int64), pad]))  # [nnz + 1]
+        # |g ∩ P_u| of every (user, group) that shares an item, as sorted keys u·G + g (and a sentinel past the end)
+        self.n_groups = max(int(groups.shape[1]), 1)
+        binary = sp.csr_matrix((np.ones(train.nnz), train.indices, train.indptr), shape=train.shape)
+        held = sp.csr_matrix(binary @ sp.csr_matrix((np.ones(groups.nnz), groups.indices, groups.indptr), groups.shape))
+        held.sort_indices()
+        held_rows = np.repeat(np.arange(held.shape[0], dtype=np.int64), np.diff(held.indptr))
+        sentinel = np.array([np.iinfo(np.int64).max])
+        self.held_keys = tf.constant(np.concatenate([held_rows * self.n_groups + held.indices, sentinel]))
+        self.held_counts = tf.constant(np.concatenate([held.data.astype(np.float64), [0.0]]))
+
+    def _held(self, users: tf.Tensor, groups: tf.Tensor) -> tf.Tensor:
+        """[K] float64 |g ∩ P_u| of the (user, group) pairs ``users``, ``groups`` [K] int64."""
+        query = users * self.n_groups + groups
+        pos = tf.minimum(
+            tf.searchsorted(self.held_keys, query, out_type=tf.int64), tf.size(self.held_keys, out_type=tf.int64) - 1
+        )
+        return tf.where(tf.gather(self.held_keys, pos) == query, tf.gather(self.held_counts, pos), 0.0)
+
+    def draw_probs(self, users: tf.Tensor, positives: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
+        """P(i | u, j) of the class docstring for each row (u, j) and item i, the indicator 1[i ∉ P_u] left out (the
+        caller knows which items are positives): the fallback's mass spread uniformly over the n − |P_u| items,
+        plus (1 − q_g^T) / (|G(j)|·|g − P_u|) for each group g of j that holds i.
+
+        Vectorised over ragged group lists: the groups of each row's positive, then the groups of each queried
+        item searched among them (sorted keys row·G + g).
+
+        Args:
+            users: [batch] int user ids.
+            positives: [batch] int item ids (the positive of each row).
+            items: [batch, M] int item ids.
+
+        Returns:
+            [batch, M] float64 probabilities.
+        """
+        users = tf.cast(users, tf.int64)
+        positives = tf.cast(positives, tf.int64)
+        items = tf.cast(items, tf.int64)
+        batch = tf.size(users, out_type=tf.int64)
+        free = tf.cast(tf.maximum(self.uniform.n_items - tf.gather(self.uniform.degree, users), 1), tf.float64)
+        # the groups g of each row's positive j: q_g^T and each group's own mass (1 − q_g^T) / (|G(j)|·|g − P_u|)
+        count = tf.gather(self.item_group_count, positives)  # [B] |G(j)|
+        starts = tf.gather(self.item_group_starts, positives)
+        positions = tf.ragged.range(starts, starts + count)
+        rows = positions.value_rowids()  # [K]
+        group = tf.gather(self.item_group_ids, positions.flat_values)  # [K]
+        size = tf.cast(tf.gather(self.group_size, group), tf.float64)
+        held = self._held(tf.gather(users, rows), group)
+        fail = tf.pow(held / size, float(self.tries))  # q_g^T
+        share = 1.0 / tf.cast(tf.gather(count, rows), tf.float64)  # 1 / |G(j)|
+        alpha = tf.where(size > held, (1.0 - fail) * share / tf.maximum(size - held, 1.0), 0.0)
+        fallback = tf.math.unsorted_segment_sum(fail * share, rows, batch)
+        fallback = tf.where(count > 0, fallback, 1.0) / free  # [B]
+        # each queried item's groups, looked up among its row's groups
+        flat = tf.reshape(items, [-1])
+        item_starts = tf.gather(self.item_group_starts, flat)
+        item_positions = tf.ragged.range(item_starts, item_starts + tf.gather(self.item_group_count, flat))
+        pair = item_positions.value_rowids()  # which (row, item) each of the item's groups belongs to
+        row_of_pair = pair // tf.cast(tf.shape(items)[1], tf.int64)
+        query = row_of_pair * self.n_groups + tf.gather(self.item_group_ids, item_positions.flat_values)
+        keys = tf.concat([rows * self.n_groups + group, [np.iinfo(np.int64).max]], 0)  # sorted: rows, then g
+        alpha = tf.concat([alpha, [0.0]], 0)
+        pos = tf.minimum(tf.searchsorted(keys, query, out_type=tf.int64), tf.size(keys, out_type=tf.int64) - 1)
+        inside = tf.where(tf.gather(keys, pos) == query, tf.gather(alpha, pos), 0.0)
+        inside = tf.math.unsorted_segment_sum(inside, pair, tf.size(flat, out_type=tf.int64))
+        return fallback[:, None] + tf.reshape(inside, tf.shape(items))
 
     def sample(self, users: tf.Tensor, positives: tf.Tensor, num: int, seed: tf.Tensor) -> tf.Tensor:
         """``num`` negatives per (user, positive), with replacement.

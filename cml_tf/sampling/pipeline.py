@@ -9,6 +9,9 @@ An element is a dict of tensors consumed by `CML.train_step`:
 * ``2stage``: ``candidates`` [C] int32 (stage 1, sorted ascending) and ``candidate_is_positive`` [B, C] bool;
   stage 2 runs in the training step on the current embeddings. With ``candidate_groups`` = R > 1 (one group per
   replica of a distributed run) ``candidates`` is [R, C]: row block r of the batch (B/R rows) has its own set.
+* ``softmax``: ``positive_log_q`` [B] (the positive's own logit), ``candidate_log_q`` [C], ``negative_log_q``
+  [B, N] and, with the in-batch pool, ``batch_is_positive`` [B, B] bool and ``batch_log_q`` [B, B] (row i's log q of
+  the batch's positive k): log E_i(j), the expected times item j enters row i's pool (`TrainingStream._pool_log_q`).
 
 Pairs are shuffled per epoch by a stateless permutation seeded by (seed, epoch); every random draw for batch g is
 seeded by (seed, g). So the stream is a pure function of (data, config, seed): the same seed gives the same batches,
@@ -40,9 +43,10 @@ class SamplerSpec:
         beta: popularity exponent β.
         popularity_smoothing: added to item counts before ^β (0 = the original's behaviour).
         dns_k: dns: the uniform draws per negative the training step picks the hardest of.
-        softmax: the batch carries what the sampled softmax loss needs: ``log_q`` of its items (the log expected
-            number of times each item enters a batch's pool of negatives: the sampling-bias correction), and for
-            the in-batch pool which batch positives are positives of each row's user.
+        softmax: the batch carries what the sampled softmax loss needs: the log q of its pool's items (the log
+            expected number of times the item enters the ROW's pool of negatives, `TrainingStream._pool_log_q`: the
+            sampling-bias correction), and for the in-batch pool which batch positives are positives of each row's
+            user.
         in_batch: softmax only: the batch's positives join the pool of negatives (``in_batch`` sampler: always).
         batch_distinct: popular only: the batch's B·N negatives are distinct items, drawn successively (without
             replacement over the whole batch) by the sampler's weights, and a draw that is a positive of its row's user
@@ -151,23 +155,58 @@ class TrainingStream:
                     "non-zero popularity weight (raise --popularity_smoothing above 0)"
                 )
         if spec.softmax:
-            self.log_q = tf.constant(self._pool_log_counts(counts, log_w).astype(np.float32))
+            shared = self._shared_expected_counts(counts, log_w)
+            self.shared_counts = tf.constant(shared)  # [n_items] float64
+            with np.errstate(divide="ignore"):
+                self.log_q = tf.constant(np.log(np.maximum(shared, 1e-30)).astype(np.float32))
 
-    def _pool_log_counts(self, counts: np.ndarray, log_w: np.ndarray | None) -> np.ndarray:
-        """[n_items] log of the expected number of times each item enters a batch's pool of softmax negatives: the
-        stage-1 candidates' inclusion probability, B·N times the per-row sampler's draw probability, B times the
-        item's share of the training positives for the in-batch pool (summed over the pools in use)."""
+    def _in_batch_pool(self) -> bool:
+        """Whether the batch's positives join the softmax's pool of negatives."""
+        return self.spec.in_batch or self.spec.sampler == "in_batch"
+
+    def _shared_expected_counts(self, counts: np.ndarray, log_w: np.ndarray | None) -> np.ndarray:
+        """[n_items] the row-independent part of `_pool_log_q`'s E_i(j): π_j + (B − 1)·c_j / (P − 1)."""
         spec = self.spec
         expected = np.zeros(self.n_items)
         if spec.sampler == "2stage":
             expected += np.exp(negatives.inclusion_log_probs(log_w, self.n_items, spec.num_candidates))
-        elif spec.sampler in ("uniform", "popular", "side_info"):
-            q = np.full(self.n_items, 1.0 / self.n_items) if log_w is None else np.exp(log_w - np.max(log_w))
-            expected += spec.batch_size * spec.num_negatives * q / q.sum()
-        if spec.in_batch or spec.sampler == "in_batch":
-            expected += spec.batch_size * counts / counts.sum()
-        with np.errstate(divide="ignore"):
-            return np.log(np.maximum(expected, 1e-30))
+        if self._in_batch_pool():
+            expected += (spec.batch_size - 1) * counts / max(self.num_pairs - 1, 1)
+        return expected
+
+    def _pool_log_q(self, users: tf.Tensor, positives: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
+        """log E_i(j): the log expected number of times item j enters row i's pool of softmax negatives.
+
+        Each sub-pool in use adds its expected count, for an item j that is not a positive of row i's user u (the
+        only items the pool keeps; the softmax masks the others):
+
+        * the 2stage candidates (shared by the batch): π_j, stage 1's inclusion probability of C without replacement;
+        * the row's N per-row negatives (uniform, popular, side_info: drawn exactly from u's complement, only into
+          row i's pool): N·q_j(i), q_j(i) the sampler's draw probability for the row (uniform 1 / (n − |P_u|),
+          popular w_j / Σ_{k ∉ P_u} w_k, side_info P(j | u, positive); ``batch_distinct`` popular negatives are
+          taken as the same complement draws, exact as B·N / n → 0);
+        * the batch's positives (``--softmax_in_batch``, ``--sampler=in_batch``): the other B − 1 rows hold a uniform
+          draw of the other P − 1 training pairs, so (B − 1)·c_j / (P − 1), c_j the item's training pairs.
+
+        The positive's own logit takes E_i at the positive, the same sum as if it could be drawn for the row.
+
+        Args:
+            users: [B] int user of each row.
+            positives: [B] int positive of each row.
+            items: [B, M] int items of each row's pool.
+
+        Returns:
+            [B, M] float32 log expected counts (row-independent where no per-row sampler is in use).
+        """
+        spec = self.spec
+        if spec.sampler in ("uniform", "popular"):
+            per_draw = self.negative_sampler.draw_probs(users, items)
+        elif spec.sampler == "side_info":
+            per_draw = self.negative_sampler.draw_probs(users, positives, items)
+        else:  # 2stage, in_batch: every sub-pool is shared by the batch
+            return tf.gather(self.log_q, items)
+        expected = tf.gather(self.shared_counts, items) + spec.num_negatives * per_draw
+        return tf.cast(tf.math.log(tf.maximum(expected, 1e-30)), tf.float32)
 
     def _epoch_batches(self, epoch: tf.Tensor) -> tf.data.Dataset:
         perm = tf.random.experimental.stateless_shuffle(
@@ -220,10 +259,14 @@ class TrainingStream:
         if spec.softmax:
             if spec.in_batch and "batch_is_positive" not in out:
                 out["batch_is_positive"] = self.positive_index.contains(users[:, None], positives[None, :])
-            out["positive_log_q"] = tf.gather(self.log_q, positives)
-            for key in ("candidates", "negatives"):
-                if key in out:
-                    out[f"{key[:-1]}_log_q"] = tf.gather(self.log_q, out[key])
+            out["positive_log_q"] = self._pool_log_q(users, positives, positives[:, None])[:, 0]
+            if "candidates" in out:  # 2stage: no per-row sub-pool, so row-independent: [C] (or [R, C])
+                out["candidate_log_q"] = tf.gather(self.log_q, out["candidates"])
+            if "negatives" in out:
+                out["negative_log_q"] = self._pool_log_q(users, positives, out["negatives"])
+            if "batch_is_positive" in out:
+                batch = tf.broadcast_to(positives[None, :], tf.shape(out["batch_is_positive"]))
+                out["batch_log_q"] = self._pool_log_q(users, positives, batch)
         return out
 
     def _in_batch(self, users, positives, batch_is_positive, seed) -> tf.Tensor:
