@@ -24,7 +24,7 @@ from cml_tf.cli import console, data_flags
 from cml_tf.cli.help import grouped_help
 from cml_tf.data.interactions import DataError
 from cml_tf.data.loaders.filters import NothingLeft
-from cml_tf.training.config import MODEL_FIELDS, MODEL_NAMES, PRESETS, REFRESH_NEVER, Config
+from cml_tf.training.config import GIVEN_SPLIT_DATASETS, MODEL_FIELDS, MODEL_NAMES, PRESETS, REFRESH_NEVER, Config
 
 _D = Config()
 
@@ -51,9 +51,18 @@ flags.DEFINE_float("transcf_distance_weight", _D.transcf_distance_weight, "trans
 flags.DEFINE_enum(
     "split",
     _D.split,
-    ["kfold", "original", "fo"],
+    ["kfold", "original", "fo", "given"],
     "kfold: per-user K-fold (--fold of --num_folds); original: CollMetric's per-user 3:1:1 train/valid/test; "
-    "fo: the HLR reference code's random split of interactions (--test_fraction, then --valid_fraction of the rest).",
+    "fo: the HLR reference code's random split of interactions (--test_fraction, then --valid_fraction of the rest); "
+    "given: the split in files (--dataset=lightgcn|recbole --data_path=DIR, where it is the default, or "
+    "--train_path/--test_path[/--valid_path]; docs/given_splits.md).",
+)
+flags.DEFINE_enum(
+    "protocol",
+    None,
+    ["cml", "reference"],
+    "Test ranking: cml masks training + validation items; reference masks the training file's items only "
+    "(LightGCN's code). Default: reference for --split=given, else cml.",
 )
 flags.DEFINE_float("test_fraction", _D.test_fraction, "fo split: share of the interactions in the test set.")
 flags.DEFINE_integer("num_folds", _D.num_folds, "K of the per-user K-fold split.")
@@ -238,6 +247,8 @@ def _ignored_flag(config: Config, flag_values) -> str | None:
             return f"--{name} does not apply to --model={config.model} (only {users})"
         if config.split != "fo" and name == "test_fraction":
             return f"--test_fraction does not apply to --split={config.split} (only fo)"
+        if config.split == "given" and name in ("num_folds", "fold", "test_fraction"):
+            return f"--{name} does not apply to --split=given (the split is read from its files)"
         if config.split == "fo" and name in ("num_folds", "fold"):
             return f"--{name} does not apply to --split=fo (one random split of the interactions)"
         if config.split == "original" and name in ("num_folds", "fold", "valid_fraction"):
@@ -277,6 +288,8 @@ def config_from_flags(flag_values=FLAGS) -> Config:
             values[field] = flag_values[field].value
     values["dataset"] = name
     values["dataset_options"] = options
+    if name in GIVEN_SPLIT_DATASETS and not flag_values["split"].present:
+        values["split"] = "given"  # their files are the split
     if flag_values["stage2_weight_cap"].present:
         values["stage2_weight_cap"] = _parse_weight_cap(flag_values.stage2_weight_cap)
     if flag_values["stage2_refresh_every"].present:
@@ -333,7 +346,13 @@ def main(argv):
     console.setup_logging(verbose_logs)
     try:
         config = config_from_flags()
-        interactions = data_flags.load_interactions_from_flags(FLAGS)  # before TensorFlow: bad files fail fast
+        split = None
+        if config.split == "given":  # the split's files, read and checked before TensorFlow
+            from cml_tf.training.data import load_given_split
+
+            interactions, split = load_given_split(config)
+        else:
+            interactions = data_flags.load_interactions_from_flags(FLAGS)  # before TensorFlow: bad files fail fast
     except NothingLeft as e:
         return _error(f"{e}; {data_flags.filter_hint(config.dataset, config.dataset_options)}")
     except (ValueError, DataError) as e:
@@ -345,12 +364,13 @@ def main(argv):
 
     model_dir = FLAGS.model_dir or default_model_dir(config)
     try:
-        split = split_data(config, interactions)
+        split = split if split is not None else split_data(config, interactions)
         parts = split.summary()
         where = {
             "kfold": f"kfold, fold {config.fold} of {config.num_folds}",
             "original": "original 3:1:1",
             "fo": f"fo (random interactions: test {config.test_fraction:g}, valid {config.valid_fraction:g})",
+            "given": "given by its files",
         }[config.split]
         log.info(
             f"{config.dataset}: {interactions.n_users:,} users x {interactions.n_items:,} items, "
@@ -374,7 +394,11 @@ def main(argv):
 
 # --------------------------------------------------------------------------------------------------- help
 _HELP_GROUPS = [
-    ("Data (docs/data.md)", ["dataset", "data_path", *data_flags.FLAG_TO_OPTION, "cache_dir", "use_cache"], ()),
+    (
+        "Data (docs/data.md)",
+        ["dataset", "data_path", "train_path", "valid_path", "test_path", *data_flags.FLAG_TO_OPTION, "cache_dir"],
+        ("use_cache",),
+    ),
     (
         "Sampling",
         ["sampler", "batch_size", "num_negatives", "num_candidates", "beta", "popularity_smoothing", "loss", "hinge"],
@@ -392,6 +416,7 @@ _HELP_GROUPS = [
             "eval_users",
             "test_users",
             "k",
+            "protocol",
         ],
         ("early_stopping_patience",),
     ),

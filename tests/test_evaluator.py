@@ -223,3 +223,86 @@ def test_errors_name_the_counts():
         ev.evaluate(np.full((2, 4), np.nan), np.zeros((5, 4)))
     with pytest.raises(ValueError, match=r"score_fn must return \[2, 5\]"):
         ev.evaluate_scores(lambda users: np.zeros((len(users), 4)))
+
+
+# ----------------------------------------------------------------------------------- the reference protocol
+
+
+def lightgcn_reference(scores: np.ndarray, train, valid, test, k: int) -> dict:
+    """LightGCN's test protocol from its definition, pure numpy loops over users: every item is ranked except the
+    user's TRAIN items (validation items stay in the ranking); Recall@k = hits / |test items|; NDCG@k = DCG / the
+    DCG of min(|test items|, k) leading hits; means over the users with test items. Ties: the lower item first."""
+    n_users, n_items = scores.shape
+    recalls, ndcgs = [], []
+    for u in range(n_users):
+        t = set(test[u].indices.tolist())
+        if not t:
+            continue
+        excluded = set(train[u].indices.tolist())  # NOT valid[u]: valid items compete for the top k
+        candidates = [i for i in range(n_items) if i not in excluded]
+        candidates.sort(key=lambda i: (-scores[u, i], i))
+        top = candidates[:k]
+        hits = [1.0 if i in t else 0.0 for i in top]
+        recalls.append(sum(hits) / len(t))
+        dcg = sum(h / math.log2(r + 2) for r, h in enumerate(hits))
+        idcg = sum(1 / math.log2(r + 2) for r in range(min(len(t), k)))
+        ndcgs.append(dcg / idcg)
+    return {f"recall@{k}": float(np.mean(recalls)), f"ndcg@{k}": float(np.mean(ndcgs)), "users": len(recalls)}
+
+
+def split_case(seed: int, n_users: int = 30, n_items: int = 25):
+    """Random disjoint train / valid / test rows (some users without test items) and a random score matrix."""
+    from cml_tf.data.splits import Split
+
+    rng = np.random.default_rng(seed)
+    rows = {"train": [], "valid": [], "test": []}
+    for _ in range(n_users):
+        items = rng.permutation(n_items)
+        a, b, c = int(rng.integers(1, 9)), int(rng.integers(0, 5)), int(rng.integers(0, 12))
+        rows["train"].append(items[:a].tolist())
+        rows["valid"].append(items[a : a + b].tolist())
+        rows["test"].append(items[a + b : a + b + c].tolist())
+    split = Split(*(csr(rows[p], n_items) for p in ("train", "valid", "test")))
+    return split, rng.standard_normal((n_users, n_items))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_reference_protocol_matches_lightgcn_definition(seed):
+    split, scores = split_case(seed)
+    k = 5  # below many users' test counts: Recall divides by |T_u|, not min(k, |T_u|)
+    got = Evaluator.for_split(split, "test", "reference", k=k, batch_size=7).evaluate_scores(lambda u: scores[u])
+    want = lightgcn_reference(scores, split.train, split.valid, split.test, k)
+    assert got["users"] == want["users"]
+    assert got[f"recall@{k}"] == pytest.approx(want[f"recall@{k}"], rel=1e-5)
+    assert got[f"ndcg@{k}"] == pytest.approx(want[f"ndcg@{k}"], rel=1e-5)
+    # cml's own protocol masks the validation items too: on these cases it ranks differently
+    cml = Evaluator.for_split(split, "test", "cml", k=k, batch_size=7).evaluate_scores(lambda u: scores[u])
+    assert cml[f"recall@{k}"] != pytest.approx(want[f"recall@{k}"], rel=1e-5)
+
+
+def test_reference_protocol_a_valid_item_ranked_first_is_a_miss_occupying_a_slot():
+    # one user, 5 items: train {0}, valid {1}, test {2, 3}; scores rank 0 > 1 > 2 > 4 > 3
+    from cml_tf.data.splits import Split
+
+    split = Split(csr([[0]], 5), csr([[1]], 5), csr([[2, 3]], 5))
+    scores = np.array([[5.0, 4.0, 3.0, 1.0, 2.0]])
+    ref = Evaluator.for_split(split, "test", "reference", k=2).evaluate_scores(lambda u: scores[u])
+    # ranking without item 0: 1 (valid: a miss), 2 (hit) -> recall 1/2, ndcg (1/log2 3) / (1 + 1/log2 3)
+    assert ref["recall@2"] == pytest.approx(0.5)
+    assert ref["ndcg@2"] == pytest.approx((1 / math.log2(3)) / (1 + 1 / math.log2(3)))
+    cml = Evaluator.for_split(split, "test", "cml", k=2).evaluate_scores(lambda u: scores[u])
+    assert cml["recall@2"] == pytest.approx(0.5)  # ranking 2 (hit), 4 (miss)
+    assert cml["ndcg@2"] == pytest.approx(1 / (1 + 1 / math.log2(3)))
+    # validation masks the training items only, whatever the protocol
+    valid = Evaluator.for_split(split, "valid", k=1).evaluate_scores(lambda u: scores[u])
+    assert valid["recall@1"] == 1.0
+
+
+def test_reference_protocol_with_validation_carved_from_train_masks_the_whole_training_file():
+    from cml_tf.data.splits import Split
+
+    split = Split(csr([[0]], 5), csr([[1]], 5), csr([[2, 3]], 5), valid_from_train=True)
+    assert split.excluded_at_test("reference").toarray().tolist() == [[1, 1, 0, 0, 0]]
+    assert split.excluded_at_test("cml").toarray().tolist() == [[1, 1, 0, 0, 0]]
+    with pytest.raises(ValueError, match="--protocol"):
+        split.excluded_at_test("lightgcn")

@@ -1,6 +1,8 @@
 """absl flags shared by the command modules for choosing and loading a data set.
 
 Import this module (it defines the flags once) and call ``load_interactions_from_flags(flags.FLAGS)``.
+``--train_path`` / ``--valid_path`` / ``--test_path`` name the files of a given split (``--split=given``, read by
+`cml_tf.training.data.load_given_split`; docs/given_splits.md).
 Every filter flag defaults to None, meaning "the data set's own default" (the paper's filters); a flag given
 for a data set that does not accept it is an error naming the flag. ``--nouse_cache`` disables the ``.npz`` cache.
 `filter_hint` names the filter flags of a data set with their values, for messages about too little data.
@@ -21,6 +23,13 @@ flags.DEFINE_string(
 flags.DEFINE_string(
     "data_path", None, "The data set's raw file, or a directory holding its conventional file name (see docs/data.md)."
 )
+flags.DEFINE_string(
+    "train_path",
+    None,
+    "--split=given: the training file, in the data set's own format (lightgcn / recbole: the files in --data_path).",
+)
+flags.DEFINE_string("valid_path", None, "--split=given: the validation file (optional; docs/given_splits.md).")
+flags.DEFINE_string("test_path", None, "--split=given: the test file, in the data set's own format.")
 flags.DEFINE_string("cache_dir", None, "Cache directory for parsed data (default $CML_TF_CACHE or ~/.cache/cml_tf).")
 flags.DEFINE_bool("use_cache", True, "Read / write the parsed-data cache (--nouse_cache: parse the raw file again).")
 flags.DEFINE_integer("min_playcount", None, "echonest: keep rows with playcount >= this (default 5).")

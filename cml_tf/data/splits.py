@@ -3,6 +3,8 @@
 * `kfold_split`: the paper's protocol, per-user K-fold cross-validation (vectorised);
 * `original_split`: bit-exact reproduction of CollMetric's ``utils.split_data`` (3:1:1 per user, seed 1);
 * `fo_split`: the HLR reference code's ``fo`` split (deezer/recsys21-hlr): a random split of the interactions;
+* `given_split`: a split read from files (``--split=given``: LightGCN's train.txt / valid.txt / test.txt, RecBole's
+  atomic files, or any loader's files), checked for overlaps and test users without training items;
 * `make_split`: dispatch by name (``--split=kfold|original|fo``).
 """
 
@@ -16,6 +18,7 @@ import scipy.sparse as sp
 from cml_tf.data.interactions import DataError, Interactions
 
 SPLIT_KINDS = ("kfold", "original", "fo")
+PROTOCOLS = ("cml", "reference")
 
 
 def _as_csr(matrix) -> sp.csr_matrix:
@@ -40,6 +43,33 @@ def _csr_from_mask(m: sp.csr_matrix, mask: np.ndarray) -> sp.csr_matrix:
     return out
 
 
+def _rank_within_rows(rows: np.ndarray, n_rows: int, key: np.ndarray, subset: np.ndarray) -> np.ndarray:
+    """[nnz] rank of each entry among the entries of its row in ``subset``, ordered by ``key`` (-1 outside).
+
+    Args:
+        rows: [nnz] row of each entry.
+        n_rows: number of rows.
+        key: [nnz] float sort key.
+        subset: [nnz] bool, the entries ranked.
+    """
+    idx = np.flatnonzero(subset)
+    order = idx[np.lexsort((key[idx], rows[idx]))]
+    sub_counts = np.bincount(rows[idx], minlength=n_rows)
+    starts = np.concatenate(([0], np.cumsum(sub_counts)[:-1]))
+    rank = np.full(rows.size, -1, dtype=np.int64)
+    rank[order] = np.arange(order.size) - starts[rows[order]]
+    return rank
+
+
+def _valid_counts(n_train: np.ndarray, valid_fraction: float) -> np.ndarray:
+    """[n_users] validation items carved from each user's ``n_train`` training items: ``max(1, floor(f * n))``,
+    capped at ``n - 1`` (a user keeps a training item), 0 when ``f == 0`` or ``n < 2``."""
+    if not valid_fraction > 0:
+        return np.zeros(n_train.shape[0], np.int64)
+    n_valid = np.maximum(1, np.floor(valid_fraction * n_train).astype(np.int64))
+    return np.where(n_train >= 2, np.minimum(n_valid, n_train - 1), 0)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Split:
     """Disjoint train / validation / test interactions.
@@ -48,11 +78,33 @@ class Split:
         train: [n_users, n_items] CSR float32 ones.
         valid: [n_users, n_items] CSR float32 ones (may be empty).
         test: [n_users, n_items] CSR float32 ones.
+        valid_from_train: the validation pairs were carved out of a given training file (`given_split` without a
+            validation file), so at test time they count as training items under the reference protocol.
     """
 
     train: sp.csr_matrix
     valid: sp.csr_matrix
     test: sp.csr_matrix
+    valid_from_train: bool = False
+
+    def excluded_at_test(self, protocol: str = "cml") -> sp.csr_matrix:
+        """The items masked from each user's test ranking (and what the serving layer calls seen).
+
+        Args:
+            protocol: "cml": training + validation items (cml_tf's own protocol); "reference": the items of the
+                training file only (LightGCN's and its successors' code), i.e. ``train``, plus ``valid`` when it was
+                carved out of the training file; validation items from their own file stay rankable.
+
+        Returns:
+            [n_users, n_items] CSR float32 ones, sorted indices.
+        """
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"--protocol: unknown {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
+        if protocol == "reference" and not self.valid_from_train:
+            return self.train
+        out = (self.train + self.valid).tocsr()
+        out.sort_indices()
+        return out
 
     def validate(self) -> dict:
         """Checks shapes, binary values and pairwise disjointness.
@@ -130,29 +182,15 @@ def kfold_split(matrix, num_folds: int = 4, fold: int = 0, valid_fraction: float
     fold_key = rng.random(m.nnz)
     valid_key = rng.random(m.nnz)
 
-    def rank_within_rows(key: np.ndarray, subset: np.ndarray) -> np.ndarray:
-        """[nnz] rank of each entry among the entries of its row in ``subset``, ordered by key (-1 outside)."""
-        idx = np.flatnonzero(subset)
-        order = idx[np.lexsort((key[idx], rows[idx]))]
-        sub_counts = np.bincount(rows[idx], minlength=m.shape[0])
-        starts = np.concatenate(([0], np.cumsum(sub_counts)[:-1]))
-        rank = np.full(m.nnz, -1, dtype=np.int64)
-        rank[order] = np.arange(order.size) - starts[rows[order]]
-        return rank
-
     n = counts[rows]
     small = n < num_folds
-    fold_of = rank_within_rows(fold_key, np.ones(m.nnz, bool)) * num_folds // np.maximum(n, 1)
+    fold_of = _rank_within_rows(rows, m.shape[0], fold_key, np.ones(m.nnz, bool)) * num_folds // np.maximum(n, 1)
     test = (fold_of == fold) & ~small
     train_pool = ~test
     n_train = np.bincount(rows[train_pool], minlength=m.shape[0])
-    if valid_fraction > 0:
-        n_valid = np.maximum(1, np.floor(valid_fraction * n_train).astype(np.int64))
-        n_valid = np.where(n_train >= 2, np.minimum(n_valid, n_train - 1), 0)
-        n_valid[counts < num_folds] = 0
-    else:
-        n_valid = np.zeros(m.shape[0], np.int64)
-    valid = train_pool & (rank_within_rows(valid_key, train_pool) < n_valid[rows])
+    n_valid = _valid_counts(n_train, valid_fraction)
+    n_valid[counts < num_folds] = 0
+    valid = train_pool & (_rank_within_rows(rows, m.shape[0], valid_key, train_pool) < n_valid[rows])
     train = train_pool & ~valid
     return Split(_csr_from_mask(m, train), _csr_from_mask(m, valid), _csr_from_mask(m, test))
 
@@ -233,6 +271,88 @@ def fo_split(matrix, test_fraction: float = 0.2, valid_fraction: float = 0.1, se
     part[order[:n_test]] = 2
     part[order[n_test : n_test + n_valid]] = 1
     return Split(*(_csr_from_mask(m, part == k) for k in range(3)))
+
+
+def _first(part, mask: np.ndarray) -> int:
+    """Index of the pair of ``part`` selected by ``mask`` that comes first in its file."""
+    idx = np.flatnonzero(mask)
+    return int(idx[0] if part.lines is None else idx[np.argmin(part.lines[idx])])
+
+
+def _at(part, index: int) -> str:
+    """``FILE: line N`` of pair ``index`` of ``part`` (``FILE`` alone without line numbers)."""
+    return part.file if part.lines is None else f"{part.file}: line {int(part.lines[index])}"
+
+
+def given_split(interactions: Interactions, parts: dict, valid_fraction: float = 0.1, seed: int = 0) -> Split:
+    """The split given by files, checked; validation carved from training when no validation file is given.
+
+    Args:
+        interactions: the union of the parts (its shape and id maps; ids appear in the messages).
+        parts: {"train", "test", "valid" (may be None)} -> a part with attributes ``file`` (path, for messages),
+            ``users`` / ``items`` ([n] int64 row / column indices into ``interactions``) and ``lines`` ([n] int64
+            1-based line of each pair in ``file``, or None), as `cml_tf.data.loaders.load_given` returns them.
+        valid_fraction: without a validation part, the share of each user's training items held out for
+            validation (the count rule of `kfold_split`: ``max(1, floor(f * n))``, at most ``n - 1``, 0 when
+            ``n < 2``), drawn with ``numpy.random.default_rng(seed)``; 0: no validation.
+        seed: the split seed.
+
+    Returns:
+        `Split` (``valid_from_train`` when validation was carved out of training).
+
+    Raises:
+        DataError: naming the file and line: a pair in two parts, a test user with no training item, an empty part.
+    """
+    n_users, n_items = interactions.n_users, interactions.n_items
+    given = {name: parts.get(name) for name in ("train", "valid", "test")}
+    keys = {}
+    for name, part in given.items():
+        if part is None:
+            continue
+        if not len(part.users):
+            raise DataError(f"{part.file}: no (user, item) pair: the {name} part of a given split cannot be empty")
+        keys[name] = np.asarray(part.users, np.int64) * n_items + np.asarray(part.items, np.int64)
+    for a, b in (("train", "valid"), ("train", "test"), ("valid", "test")):
+        if a not in keys or b not in keys:
+            continue
+        shared = np.isin(keys[b], keys[a])
+        if shared.any():
+            first = _first(given[b], shared)
+            key = keys[b][first]
+            u, i = int(key // n_items), int(key % n_items)
+            raise DataError(
+                f"{_at(given[b], first)}: user {interactions.user_ids[u]} item {interactions.item_ids[i]} is also in "
+                f"{_at(given[a], _first(given[a], keys[a] == key))}: the parts of a given split must be disjoint"
+            )
+    has_train = np.zeros(n_users, bool)
+    has_train[given["train"].users] = True
+    orphan = ~has_train[given["test"].users]
+    if orphan.any():
+        first = _first(given["test"], orphan)
+        raise DataError(
+            f"{_at(given['test'], first)}: user {interactions.user_ids[int(given['test'].users[first])]} has test "
+            f"items but no training item in {given['train'].file}"
+        )
+
+    def csr(part_keys: np.ndarray) -> sp.csr_matrix:
+        """[n_users, n_items] canonical CSR of the distinct keys ``user * n_items + item``."""
+        k = np.unique(part_keys)
+        m = sp.csr_matrix((np.ones(k.size, np.float32), (k // n_items, k % n_items)), shape=(n_users, n_items))
+        m.sort_indices()
+        return m
+
+    train, test = csr(keys["train"]), csr(keys["test"])
+    if "valid" in keys:
+        return Split(train, csr(keys["valid"]), test)
+    if not valid_fraction > 0:
+        return Split(train, csr(np.zeros(0, np.int64)), test)
+    if not 0 < valid_fraction < 1:
+        raise DataError(f"--valid_fraction must be in [0, 1), got {valid_fraction}")
+    rows = np.repeat(np.arange(n_users), np.diff(train.indptr))
+    key = np.random.default_rng(seed).random(train.nnz)
+    n_valid = _valid_counts(np.diff(train.indptr), valid_fraction)
+    valid = _rank_within_rows(rows, n_users, key, np.ones(train.nnz, bool)) < n_valid[rows]
+    return Split(_csr_from_mask(train, ~valid), _csr_from_mask(train, valid), test, valid_from_train=True)
 
 
 def make_split(matrix, kind: str, **kw) -> Split:

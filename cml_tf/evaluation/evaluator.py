@@ -18,6 +18,13 @@ Edge cases, by design:
 * Test items that are also training items are masked, so they can never be hit, but they still count in
   ``|T_u|`` (the splitter is expected to keep train and test disjoint).
 * Ties: ``top_k`` breaks them by the lower item index; metrics only change with ties between a hit and a miss.
+
+Protocols (`Evaluator.for_split`): which items a test ranking masks. ``"cml"`` (cml_tf's own splits): the user's
+training and validation items. ``"reference"`` (given splits, the default there): only the items of the training
+file, as LightGCN's and LightGCN++'s code do: validation items from a validation file stay rankable (and occupy
+slots as misses). Validation always masks the training items only. Both protocols use the same metric definitions
+(`cml_tf.evaluation.metrics`), which are the reference code's: Recall@k = hits / |T_u| (not min(k, |T_u|)), NDCG@k
+with the ideal DCG of min(|T_u|, k) hits, means over the users with a held-out item.
 """
 
 from __future__ import annotations
@@ -68,6 +75,26 @@ class Evaluator:
         >>> ev.evaluate(user_emb, item_emb)  # {"map@50": ..., "ndcg@50": ..., ..., "mmr": ..., "users": ...}
         >>> ev.evaluate_scores(lambda users: popularity[None, :])  # a baseline that scores items directly
     """
+
+    @classmethod
+    def for_split(cls, split, part: str = "test", protocol: str = "cml", **kwargs) -> Evaluator:
+        """The evaluator of one held-out part of a `cml_tf.data.splits.Split` under a protocol.
+
+        Args:
+            split: the `Split`.
+            part: "test" (masks ``split.excluded_at_test(protocol)``) or "valid" (masks the training items).
+            protocol: "cml" (test masks train + valid) or "reference" (test masks the training file's items only).
+            **kwargs: the other `Evaluator` arguments (``k``, ``users``, ...); ``item_popularity`` defaults to the
+                training popularity.
+
+        Returns:
+            `Evaluator` ranking every item with those items masked, ``split.<part>`` relevant.
+        """
+        if part not in ("test", "valid"):
+            raise ValueError(f"part must be 'test' or 'valid', got {part!r}")
+        excluded = split.excluded_at_test(protocol) if part == "test" else split.train
+        kwargs.setdefault("item_popularity", np.asarray(split.train.sum(0)).ravel())
+        return cls(excluded, getattr(split, part), **kwargs)
 
     def __init__(
         self,

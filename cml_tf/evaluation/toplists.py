@@ -17,8 +17,9 @@ def sample_users(held_out: sp.spmatrix, max_users: int | None, seed: int) -> np.
     return users.astype(np.int32)
 
 
-def write_recommendations(path: str, score_fn, split, users, k: int, batch: int = 256) -> None:
-    """Saves the top-k of ``users`` with train + valid items masked, as the test evaluation ranks, to an .npz:
+def write_recommendations(path: str, score_fn, split, users, k: int, batch: int = 256, protocol: str = "cml") -> None:
+    """Saves the top-k of ``users`` with the items masked that the test evaluation masks
+    (``split.excluded_at_test(protocol)``: train + valid under "cml"), to an .npz:
     ``users`` [n] int32, ``items`` [n, k] int32 (best first), ``item_train_count`` [n_items] int64.
 
     Args:
@@ -27,8 +28,10 @@ def write_recommendations(path: str, score_fn, split, users, k: int, batch: int 
         split: the fold's `cml_tf.data.splits.Split` (train + valid items are masked; train gives the popularity).
         users: [n] int user indices.
         k: list length (at most the catalogue).
+        batch: users per scoring call.
+        protocol: "cml" or "reference" (see `cml_tf.data.splits.Split.excluded_at_test`).
     """
-    seen = (split.train + split.valid).tocsr()
+    seen = split.excluded_at_test(protocol)
     n_items = seen.shape[1]
     k = min(k, n_items)
     out = np.zeros((len(users), k), np.int32)

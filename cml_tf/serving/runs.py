@@ -139,7 +139,8 @@ def load_seen(
                 f"--model_dir={model_dir}: the data at {path_here} no longer matches the run (its {what} ids "
                 f"differ from embeddings/{what}_ids.npy); pass --data_path with the data the run was trained on"
             )
-    seen = {"train": (split.train + split.valid).tocsr(), "all": interactions.matrix}
+    # what the run's test ranking masked: train + valid, or the training file's items (a given split)
+    seen = {"train": split.excluded_at_test(config.resolved().protocol).copy(), "all": interactions.matrix}
     for m in seen.values():
         m.sort_indices()
     check_split(model_dir, config, seen["train"], split.test)

@@ -50,7 +50,11 @@ MODEL_FIELDS = {
     "transcf_neighbour_weight": ("transcf",),
     "transcf_distance_weight": ("transcf",),
 }
-SPLITS = ("kfold", "original", "fo")
+SPLITS = ("kfold", "original", "fo", "given")
+#: test protocols (`cml_tf.data.splits.Split.excluded_at_test`): what is masked from the test ranking
+PROTOCOLS = ("cml", "reference")
+#: data sets whose files are a given split
+GIVEN_SPLIT_DATASETS = ("lightgcn", "recbole")
 SAMPLERS = ("uniform", "popular", "2stage", "side_info", "dns", "in_batch")
 
 
@@ -59,7 +63,9 @@ class Config:
     """Everything that determines a run's result (and where it is written).
 
     Data: ``dataset``, ``data_path``, ``dataset_options`` (loader filters), ``split`` ('kfold' | 'original' |
-    'fo'), ``num_folds``, ``fold``, ``valid_fraction``, ``test_fraction`` ('fo').
+    'fo' | 'given'), ``num_folds``, ``fold``, ``valid_fraction``, ``test_fraction`` ('fo'); 'given' (the only split
+    of the lightgcn and recbole data sets): ``train_path``, ``valid_path``, ``test_path`` (other loaders' files),
+    ``valid_fraction`` carved from train when there is no validation file (docs/given_splits.md).
     Model: ``model`` (one of `MODEL_NAMES`) and the relational models' ``num_memories`` (M, LRML and HLR),
     ``max_num_prefs`` (P, AttCML and HLR), ``transcf_neighbour_weight`` / ``transcf_distance_weight`` (TransCF's
     regularisers); ``embedding_dim``, ``geometry`` ('sphere' | 'ball'), ``margin``, ``gor_weight`` (None = the
@@ -85,7 +91,9 @@ class Config:
     Evaluation: ``eval_every`` steps, ``eval_users`` (a seeded sample of validation users; None = all),
     ``test_users`` (a sample of test users seeded by the split's seed, so every model and seed on one split ranks
     the same users; None = all), ``k``,
-    ``early_stopping_patience`` (evaluations without improvement of validation NDCG@k; 0 = never stop early).
+    ``early_stopping_patience`` (evaluations without improvement of validation NDCG@k; 0 = never stop early),
+    ``protocol`` (what the test ranking masks: 'cml' = train + valid, 'reference' = the training file's items, as
+    LightGCN's code; None = 'reference' for a given split, else 'cml').
     """
 
     # data
@@ -98,6 +106,9 @@ class Config:
     fold: int = 0
     valid_fraction: float = 0.1
     test_fraction: float = 0.2
+    train_path: str | None = None
+    valid_path: str | None = None
+    test_path: str | None = None
     # model
     model: str = "cml"
     num_memories: int = 20
@@ -150,6 +161,7 @@ class Config:
     test_users: int | None = None
     k: int = 50
     early_stopping_patience: int = 0
+    protocol: str | None = None
     seed: int = 0
     # execution: training steps per tf.function call (amortises Python/callback overhead; no effect on results)
     steps_per_execution: int = 20
@@ -173,6 +185,7 @@ class Config:
             gor_weight=float(gor),
             init_stddev=float(init),
             split_seed=int(split_seed),
+            protocol=self.protocol or ("reference" if self.split == "given" else "cml"),
             dataset_options=dict(self.dataset_options),
         )
 
@@ -201,7 +214,19 @@ class Config:
                 self.optimizer in ("adam", "adagrad", "sgd"),
                 f"--optimizer: unknown {self.optimizer!r}; expected adam, adagrad or sgd",
             ),
-            (self.split in SPLITS, f"--split: unknown {self.split!r}; expected kfold, original or fo"),
+            (self.split in SPLITS, f"--split: unknown {self.split!r}; expected kfold, original, fo or given"),
+            (
+                self.protocol in (None, *PROTOCOLS),
+                f"--protocol: unknown {self.protocol!r}; expected one of {', '.join(PROTOCOLS)}",
+            ),
+            (
+                self.split == "given" or self.dataset.lower() not in GIVEN_SPLIT_DATASETS,
+                f"--dataset={self.dataset} is a given split (its files): use --split=given, not --split={self.split}",
+            ),
+            (
+                self.split == "given" or (self.train_path, self.valid_path, self.test_path) == (None, None, None),
+                f"--train_path / --valid_path / --test_path apply only to --split=given, not --split={self.split}",
+            ),
             (
                 self.model in MODEL_NAMES,
                 f"--model: unknown model {self.model!r}; expected one of {', '.join(MODEL_NAMES)}",

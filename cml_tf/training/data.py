@@ -12,7 +12,7 @@ import numpy as np
 
 from cml_tf.data import loaders
 from cml_tf.data.interactions import Interactions
-from cml_tf.data.splits import Split, make_split
+from cml_tf.data.splits import Split, given_split, make_split
 from cml_tf.training.config import Config
 
 log = logging.getLogger("cml_tf")
@@ -23,18 +23,55 @@ class TooLittleData(ValueError):
 
 
 def load_data(config: Config, **load_kwargs) -> tuple[Interactions, Split]:
-    """Loads the data set named by the config and splits it as the config says.
+    """Loads the data set named by the config and splits it as the config says (``split='given'``: reads the
+    split's files, `load_given_split`).
 
     Args:
         config: the run's config.
         **load_kwargs: passed to `cml_tf.data.loaders.load` (``cache_dir``, ``use_cache``).
     """
+    if config.split == "given":
+        return load_given_split(config)
     interactions = loaders.load(config.dataset, config.data_path, **load_kwargs, **config.dataset_options)
     return interactions, split_data(config, interactions)
 
 
+def load_given_split(config: Config) -> tuple[Interactions, Split]:
+    """The split given by files (``--split=given``), checked, and one line on stderr saying how the model is chosen:
+    on the validation file; without one, on ``valid_fraction`` of each user's training items held out with the
+    split seed; with ``valid_fraction=0``, none: the last model of the fixed schedule is tested.
+    """
+    interactions, parts = loaders.load_given(
+        config.dataset,
+        config.data_path,
+        train_path=config.train_path,
+        valid_path=config.valid_path,
+        test_path=config.test_path,
+        **config.dataset_options,
+    )
+    seed = config.resolved().split_seed
+    split = given_split(interactions, parts, valid_fraction=config.valid_fraction, seed=seed)
+    split.validate()
+    if parts["valid"] is not None:
+        log.info("given split: the model is chosen on %s", parts["valid"].file)
+    elif split.valid.nnz:
+        log.info(
+            "given split: no validation file, so %g of each user's training items (%s pairs, split seed %d) are "
+            "held out to choose the model; test is never used for a choice",
+            config.valid_fraction,
+            f"{split.valid.nnz:,}",
+            seed,
+        )
+    else:
+        log.info("given split: no validation file and --valid_fraction=0: the last model of the schedule is tested")
+    return interactions, split
+
+
 def split_data(config: Config, interactions: Interactions) -> Split:
-    """The config's split of the interactions (seeded by ``split_seed``), validated."""
+    """The config's split of the interactions (seeded by ``split_seed``), validated. Not for ``split='given'``,
+    whose parts are files (`load_given_split`)."""
+    if config.split == "given":
+        raise ValueError("--split=given: the split is read from its files (load_given_split), not made")
     options = {
         "kfold": {"num_folds": config.num_folds, "fold": config.fold, "valid_fraction": config.valid_fraction},
         "fo": {"test_fraction": config.test_fraction, "valid_fraction": config.valid_fraction},

@@ -235,13 +235,12 @@ def finish(config, model_dir, model, checkpoint, best_manager, interactions, spl
         checkpoint.restore(best_manager.latest_checkpoint).expect_partial()
     best_step = int(model.optimizer.iterations.numpy())
     user_vectors, item_vectors = (np.asarray(t) for t in model.embeddings())
-    seen = (split.train + split.valid).tocsr()
-    test_evaluator = Evaluator(
-        seen,
-        split.test,
+    test_evaluator = Evaluator.for_split(
+        split,
+        "test",
+        config.protocol or "cml",
         k=config.k,
         users=sample_users(split.test, config.test_users, config.split_seed),
-        item_popularity=np.asarray(split.train.sum(0)).ravel(),
     )
     if devices is not None:
         test_evaluator = devices.evaluator(test_evaluator)
@@ -267,6 +266,7 @@ def finish(config, model_dir, model, checkpoint, best_manager, interactions, spl
     )
     users = sample_users(split.test, RECOMMENDATION_USERS, config.seed)
     scores = model_scores(model, split.train.shape[1])
-    write_recommendations(os.path.join(model_dir, "recommendations.npz"), scores, split, users, config.k)
+    path = os.path.join(model_dir, "recommendations.npz")
+    write_recommendations(path, scores, split, users, config.k, protocol=config.protocol or "cml")
     write_json_atomic(os.path.join(model_dir, "results.json"), results)
     return results
