@@ -658,3 +658,74 @@ def test_an_interrupted_run_resumes_with_a_lower_max_steps_as_if_it_had_been_ask
         np.load(tmp_path / "full" / "embeddings" / "item_embeddings.npy"),
         atol=1e-5,
     )
+
+
+def test_default_run_directories_tell_loss_preset_and_data_file_apart():
+    sample = "../shared/data/echonest/train_triplets_sample.txt"
+    readme = ("--dataset=echonest", f"--data_path={sample}", "--min_playcount=1", "--sampler=2stage")
+    argvs = [
+        (),
+        ("--loss=softmax",),
+        readme,
+        (*readme, "--preset=accurate"),
+        (*readme, "--preset=original"),
+        ("--dataset=echonest", "--data_path=../shared/data/echonest/train_triplets_head.txt", "--min_playcount=1"),
+        ("--dataset=citeulike", "--data_path=../shared/data/citeulike-t", "--sampler=uniform", "--num_negatives=5"),
+        ("--sampler=in_batch", "--loss=softmax"),
+    ]
+    code = (
+        "import json, sys\n"
+        "from cml_tf import train\n"
+        "out = []\n"
+        "for argv in json.loads(sys.argv[1]):\n"
+        "    train.FLAGS.unparse_flags()\n"
+        "    train.FLAGS(['train', *argv])\n"
+        "    out.append(train.default_model_dir(train.config_from_flags(), train.FLAGS.preset))\n"
+        "print(json.dumps(out))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(argvs)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    names = [os.path.relpath(p, "runs") for p in json.loads(proc.stdout.splitlines()[-1])]
+    assert names == [
+        "synthetic-2stage-b256-n1-kfold0",  # the README's first run
+        "synthetic-2stage-softmax-b256-kfold0",  # |N_ij| is not read by the softmax over the candidates
+        "echonest-train_triplets_sample-2stage-b256-n1-kfold0",  # the README's Echonest run
+        "echonest-train_triplets_sample-accurate-2stage-softmax-b256-kfold0",
+        "echonest-train_triplets_sample-original-2stage-b256-n1-kfold0",
+        "echonest-train_triplets_head-2stage-b256-n1-kfold0",
+        "citeulike-uniform-b256-n5-kfold0",  # a directory as --data_path: no file name
+        "synthetic-in_batch-softmax-b256-kfold0",
+    ]
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    assert f"runs/{names[0]}/" in text and f"runs/{names[2]}/" in text
+
+
+def test_cli_ctrl_c_before_the_first_checkpoint_says_nothing_was_saved(tmp_path):
+    import signal
+    import time
+
+    model_dir = tmp_path / "run"
+    args = [*TINY_FLAGS, "--max_steps=100000", "--eval_every=100000", "--verbose=0", f"--model_dir={model_dir}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cml_tf.train", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""},
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not (model_dir / "config.json").exists():
+        time.sleep(0.05)
+    time.sleep(1.0)  # training has started: config.json is written just before the model is built
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.splitlines()[-1] == (
+        f"interrupted before the first checkpoint: nothing was saved; run the same command to start {model_dir} again"
+    )
+    assert not model_dir.exists()
