@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 
 from absl import app, flags
@@ -216,8 +217,9 @@ flags.DEFINE_string("strategy", _D.strategy, "tf.distribute strategy: default, m
 flags.DEFINE_string(
     "model_dir",
     None,
-    "Run directory (default runs/<dataset>-<sampler>-b<batch_size>-n<num_negatives>-<split>, "
-    "<split> = kfold<fold> or original, e.g. runs/synthetic-2stage-b256-n1-kfold0).",
+    "Run directory (default runs/<dataset>[-<data file>][-<preset>][-<model>]-<sampler>[-softmax]-b<batch_size>"
+    "[-n<num_negatives>]-<split>, <split> = kfold<fold> or original or fo, e.g. runs/synthetic-2stage-b256-n1-kfold0; "
+    "docs/training.md).",
 )
 flags.DEFINE_bool("overwrite", False, "Discard an existing run in --model_dir instead of resuming it.")
 flags.DEFINE_integer(
@@ -325,13 +327,30 @@ def _parse_refresh(text: str) -> int:
     return value
 
 
-def default_model_dir(config: Config) -> str:
-    model = "" if config.model == "cml" else f"{config.model}-"
-    return os.path.join(
-        "runs",
-        f"{config.dataset}-{model}{config.sampler}-b{config.batch_size}-n{config.num_negatives}-"
-        f"{config.split}{config.fold if config.split == 'kfold' else ''}",
-    )
+def default_model_dir(config: Config, preset: str = "paper") -> str:
+    """``runs/<dataset>[-<data file>][-<preset>][-<model>]-<sampler>[-softmax]-b<B>[-n<N>]-<split>``.
+
+    The data file's name (without its extension) appears when ``data_path`` names a file (not a directory), so
+    two files of one data set get two directories; the preset when it is not ``paper``; the model when it is not
+    ``cml``; the loss when it is not ``hinge``; ``n<N>`` where |N_ij| is read (not by the softmax over the 2stage
+    candidates or the in-batch positives). ``<split>`` is ``kfold<fold>``, ``original`` or ``fo``.
+    """
+    parts = [config.dataset]
+    if config.data_path and not os.path.isdir(config.data_path):
+        stem = os.path.basename(os.path.normpath(config.data_path)).removesuffix(".gz").rsplit(".", 1)[0]
+        parts.append(re.sub(r"[^A-Za-z0-9_.-]+", "_", stem))
+    if preset != "paper":
+        parts.append(preset)
+    if config.model != "cml":
+        parts.append(config.model)
+    parts.append(config.sampler)
+    if config.loss != "hinge":
+        parts.append(config.loss)
+    parts.append(f"b{config.batch_size}")
+    if not (config.loss == "softmax" and config.sampler in ("2stage", "in_batch")):
+        parts.append(f"n{config.num_negatives}")
+    parts.append(f"{config.split}{config.fold if config.split == 'kfold' else ''}")
+    return os.path.join("runs", "-".join(parts))
 
 
 def _error(message) -> int:
@@ -360,9 +379,9 @@ def main(argv):
     console.import_tensorflow(verbose_logs)
     from cml_tf import training
     from cml_tf.training.data import TooLittleData, split_data
-    from cml_tf.training.outputs import RunError
+    from cml_tf.training.outputs import RunError, interrupted_message
 
-    model_dir = FLAGS.model_dir or default_model_dir(config)
+    model_dir = FLAGS.model_dir or default_model_dir(config, FLAGS.preset)
     try:
         split = split if split is not None else split_data(config, interactions)
         parts = split.summary()
@@ -386,7 +405,7 @@ def main(argv):
     except (ValueError, DataError, RunError) as e:
         return _error(e)
     except KeyboardInterrupt:
-        print(f"interrupted: run the same command to resume {model_dir} (from its last checkpoint)", file=sys.stderr)
+        print(interrupted_message(model_dir), file=sys.stderr)
         return 130
     print(json.dumps({"model_dir": model_dir, **results}, indent=2, sort_keys=True))
     return 0

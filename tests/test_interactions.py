@@ -45,3 +45,25 @@ def test_load_garbage_raises_data_error(tmp_path):
     path.write_bytes(b"not an npz at all")
     with pytest.raises(DataError, match="bad.npz"):
         Interactions.load(str(path))
+
+
+def test_fingerprint_is_the_content_whatever_the_construction(tmp_path):
+    base = Interactions.from_pairs([0, 0, 1, 2], [1, 2, 0, 2], user_ids=["a", "b", "c"], item_ids=[10, 11, 12])
+    # the same pairs in another order, with a duplicate, through a dense matrix, and back from the cache file
+    same = [
+        Interactions.from_pairs([2, 1, 0, 0, 0], [2, 0, 2, 1, 1], user_ids=["a", "b", "c"], item_ids=[10, 11, 12]),
+        Interactions(sp.csr_matrix(base.matrix.toarray()), np.array(["a", "b", "c"]), np.array(["10", "11", "12"])),
+    ]
+    base.save(str(tmp_path / "i.npz"))
+    same.append(Interactions.load(str(tmp_path / "i.npz")))
+    assert all(s.fingerprint() == base.fingerprint() for s in same)
+    other = [
+        Interactions.from_pairs(
+            [0, 0, 1], [1, 2, 0], 3, 3, user_ids=["a", "b", "c"], item_ids=[10, 11, 12]
+        ),  # a pair less
+        Interactions.from_pairs([0, 0, 1, 2], [1, 2, 0, 1], user_ids=["a", "b", "c"], item_ids=[10, 11, 12]),  # moved
+        Interactions.from_pairs([0, 0, 1, 2], [1, 2, 0, 2], user_ids=["a", "b", "d"], item_ids=[10, 11, 12]),  # renamed
+        Interactions.from_pairs([0, 0, 1, 2], [1, 2, 0, 2], 4, user_ids=["a", "b", "c", "e"], item_ids=[10, 11, 12]),
+    ]
+    prints = {o.fingerprint() for o in other} | {base.fingerprint()}
+    assert len(prints) == len(other) + 1

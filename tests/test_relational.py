@@ -21,7 +21,7 @@ from cml_tf.evaluation.scores import block_scores
 from cml_tf.models import HLR, MODELS, TransCF
 from cml_tf.models import relations as R
 from cml_tf.training.config import Config
-from cml_tf.training.outputs import RunError, _prepare_run_dir, read_metrics_csv
+from cml_tf.training.outputs import RunError, check_same_run, read_metrics_csv
 
 RELATIONAL = ("lrml", "transcf", "attcml", "hlr")
 
@@ -406,9 +406,10 @@ def test_a_cml_run_saved_before_the_model_flag_resumes(tmp_path):
         json.dump(old, f)
     with open(tmp_path / "old" / "results.json", "w") as f:
         json.dump({"ndcg@50": 0.5}, f)
-    _prepare_run_dir(config, str(tmp_path / "old"), overwrite=False)  # not refused
+    data = {"data_path": None, "fingerprint": "f", "users": 100, "items": 120, "pairs": 1}  # no data.json: path only
+    check_same_run(config, str(tmp_path / "old"), data)  # not refused
     with pytest.raises(RunError, match="differs in: model"):
-        _prepare_run_dir(dataclasses.replace(config, model="lrml"), str(tmp_path / "old"), False)
+        check_same_run(dataclasses.replace(config, model="lrml"), str(tmp_path / "old"), data)
 
 
 def test_hlr_and_transcf_need_the_training_matrix():

@@ -15,7 +15,7 @@ from cml_tf import training
 from cml_tf.data import loaders
 from cml_tf.training.callbacks import NonFiniteLoss
 from cml_tf.training.config import PRESETS, Config
-from cml_tf.training.data import TooLittleData, split_data
+from cml_tf.training.data import TooLittleData, load_data, split_data
 from cml_tf.training.outputs import RunError, read_metrics_csv
 from cml_tf.training.run import Schedule
 
@@ -557,3 +557,175 @@ def test_schedule_cuts_the_run_into_periods_of_whole_executions(fields, want):
     schedule = Schedule.of(Config(batch_size=100, **fields), pairs=1000)
     got = (schedule.total_steps, schedule.eval_every, schedule.steps_per_execution, schedule.num_periods)
     assert got == want
+
+
+# ------------------------------------------------------------------------------ a run's data, name and length
+def _interrupted(model_dir: str, config: Config, steps: int) -> None:
+    """A run of ``config`` "interrupted" after ``steps`` steps: trained that far (checkpoint at ``steps``), with
+    no results and ``config``'s own config.json, as a killed run leaves it."""
+    import dataclasses
+
+    training.train(dataclasses.replace(config, max_steps=steps), model_dir, verbose=0)
+    os.unlink(os.path.join(model_dir, "results.json"))
+    with open(os.path.join(model_dir, "config.json"), "w") as f:
+        json.dump(config.resolved().to_dict(), f)
+
+
+def _fewer_users(config: Config, n_users: int):
+    """(interactions, split) of ``config``'s data cut to its first ``n_users`` users (as a shortened users.dat)."""
+    from cml_tf.data.interactions import Interactions
+
+    full, _ = load_data(config)
+    less = Interactions(full.matrix[:n_users], full.user_ids[:n_users], full.item_ids)
+    return less, split_data(config, less)
+
+
+def _read(path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def test_a_run_on_other_data_is_refused_in_one_line_and_nothing_is_rewritten(tmp_path):
+    import dataclasses
+
+    config = tiny_config(sampler="uniform", max_steps=40)
+    model_dir = str(tmp_path / "run")
+    first = training.train(config, model_dir, verbose=0)
+    other = _fewer_users(config, 250)
+    saved_config, saved_results = _read(tmp_path / "run" / "config.json"), _read(tmp_path / "run" / "results.json")
+    moved = dataclasses.replace(config, data_path="/elsewhere/users.dat")  # the same path is no excuse either
+    for cfg in (config, moved):
+        with pytest.raises(RunError) as e:
+            training.train(cfg, model_dir, data=other, verbose=0)
+        message = str(e.value)
+        assert "\n" not in message
+        assert message.startswith(f"--model_dir={model_dir} holds a run trained on other data (the run: ")
+        assert "250 users x 500 items" in message and "300 users x 500 items" in message
+        assert message.endswith("use another --model_dir, or --overwrite to start afresh")
+    assert _read(tmp_path / "run" / "config.json") == saved_config
+    assert _read(tmp_path / "run" / "results.json") == saved_results
+    # the same data (its content: here under another path, as in a moved checkout) is the same finished run
+    assert training.train(moved, model_dir, data=load_data(config), verbose=0) == first
+    assert _read(tmp_path / "run" / "config.json") == saved_config  # a finished run is only read
+    # an interrupted run: refused the same way, before config.json is written
+    _interrupted(str(tmp_path / "part"), dataclasses.replace(config, max_steps=60), 20)
+    saved_config = _read(tmp_path / "part" / "config.json")
+    with pytest.raises(RunError, match="holds a run trained on other data"):
+        training.train(dataclasses.replace(config, max_steps=60), str(tmp_path / "part"), data=other, verbose=0)
+    assert _read(tmp_path / "part" / "config.json") == saved_config
+    assert read_metrics_csv(str(tmp_path / "part" / "metrics.csv"))[-1]["step"] == 20
+
+
+def test_a_run_from_before_data_json_resumes_from_its_data_path_and_records_the_fingerprint(tmp_path):
+    import dataclasses
+
+    config = tiny_config(sampler="uniform", max_steps=40)
+    model_dir = str(tmp_path / "run")
+    _interrupted(model_dir, config, 20)
+    os.unlink(os.path.join(model_dir, "data.json"))  # as an older version left it
+    with pytest.raises(RunError, match=r"recorded no data fingerprint .* on --data_path=None, not /moved/x"):
+        training.train(dataclasses.replace(config, data_path="/moved/x"), model_dir, data=load_data(config), verbose=0)
+    assert training.train(config, model_dir, verbose=0)["steps"] == 40  # same path: resumed, and now bound
+    with open(os.path.join(model_dir, "data.json")) as f:
+        assert json.load(f)["fingerprint"] == load_data(config)[0].fingerprint()
+
+
+def test_an_interrupted_run_resumes_with_a_lower_max_steps_as_if_it_had_been_asked_from_the_start(tmp_path):
+    import dataclasses
+
+    long = tiny_config(sampler="uniform", max_steps=100, eval_every=20)
+    model_dir = str(tmp_path / "part")
+    _interrupted(model_dir, long, 40)
+    saved = _read(tmp_path / "part" / "config.json")
+    # already past the new end: said in one line, nothing rewritten
+    with pytest.raises(RunError) as e:
+        training.train(dataclasses.replace(long, max_steps=30), model_dir, verbose=0)
+    assert str(e.value) == (
+        f"--model_dir={model_dir} holds a run trained to step 40, past the end of this one (--max_steps=30: 30 "
+        "steps); ask for 40 steps or more to go on with it, or use another --model_dir, or --overwrite to start afresh"
+    )
+    assert _read(tmp_path / "part" / "config.json") == saved
+    # lowered to 60: goes on from step 40 to 60, and equals a run asked for 60 steps from the start
+    short = dataclasses.replace(long, max_steps=60)
+    resumed = training.train(short, model_dir, verbose=0)
+    reference = training.train(short, str(tmp_path / "full"), verbose=0)
+    assert [int(r["step"]) for r in read_metrics_csv(os.path.join(model_dir, "metrics.csv"))] == [20, 40, 60]
+    assert Config.load(os.path.join(model_dir, "config.json")).max_steps == 60
+    for key in ("ndcg@50", "map@50", "recall@50", "best_step", "steps"):
+        assert resumed[key] == pytest.approx(reference[key], rel=1e-4, abs=1e-6), key
+    np.testing.assert_allclose(
+        np.load(tmp_path / "part" / "embeddings" / "item_embeddings.npy"),
+        np.load(tmp_path / "full" / "embeddings" / "item_embeddings.npy"),
+        atol=1e-5,
+    )
+
+
+def test_default_run_directories_tell_loss_preset_and_data_file_apart():
+    sample = "../shared/data/echonest/train_triplets_sample.txt"
+    readme = ("--dataset=echonest", f"--data_path={sample}", "--min_playcount=1", "--sampler=2stage")
+    argvs = [
+        (),
+        ("--loss=softmax",),
+        readme,
+        (*readme, "--preset=accurate"),
+        (*readme, "--preset=original"),
+        ("--dataset=echonest", "--data_path=../shared/data/echonest/train_triplets_head.txt", "--min_playcount=1"),
+        ("--dataset=citeulike", "--data_path=../shared/data/citeulike-t", "--sampler=uniform", "--num_negatives=5"),
+        ("--sampler=in_batch", "--loss=softmax"),
+    ]
+    code = (
+        "import json, sys\n"
+        "from cml_tf import train\n"
+        "out = []\n"
+        "for argv in json.loads(sys.argv[1]):\n"
+        "    train.FLAGS.unparse_flags()\n"
+        "    train.FLAGS(['train', *argv])\n"
+        "    out.append(train.default_model_dir(train.config_from_flags(), train.FLAGS.preset))\n"
+        "print(json.dumps(out))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(argvs)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    names = [os.path.relpath(p, "runs") for p in json.loads(proc.stdout.splitlines()[-1])]
+    assert names == [
+        "synthetic-2stage-b256-n1-kfold0",  # the README's first run
+        "synthetic-2stage-softmax-b256-kfold0",  # |N_ij| is not read by the softmax over the candidates
+        "echonest-train_triplets_sample-2stage-b256-n1-kfold0",  # the README's Echonest run
+        "echonest-train_triplets_sample-accurate-2stage-softmax-b256-kfold0",
+        "echonest-train_triplets_sample-original-2stage-b256-n1-kfold0",
+        "echonest-train_triplets_head-2stage-b256-n1-kfold0",
+        "citeulike-uniform-b256-n5-kfold0",  # a directory as --data_path: no file name
+        "synthetic-in_batch-softmax-b256-kfold0",
+    ]
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    assert f"runs/{names[0]}/" in text and f"runs/{names[2]}/" in text
+
+
+def test_cli_ctrl_c_before_the_first_checkpoint_says_nothing_was_saved(tmp_path):
+    import signal
+    import time
+
+    model_dir = tmp_path / "run"
+    args = [*TINY_FLAGS, "--max_steps=100000", "--eval_every=100000", "--verbose=0", f"--model_dir={model_dir}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cml_tf.train", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""},
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not (model_dir / "config.json").exists():
+        time.sleep(0.05)
+    time.sleep(1.0)  # training has started: config.json is written just before the model is built
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.splitlines()[-1] == (
+        f"interrupted before the first checkpoint: nothing was saved; run the same command to start {model_dir} again"
+    )
+    assert not model_dir.exists()

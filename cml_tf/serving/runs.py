@@ -18,7 +18,7 @@ import os
 import numpy as np
 import scipy.sparse as sp
 
-from cml_tf.data.interactions import DataError
+from cml_tf.data.interactions import DataError, hash_ids
 from cml_tf.serving import retrieval
 
 EMBEDDING_FILES = ("user_embeddings.npy", "item_embeddings.npy", "user_ids.npy", "item_ids.npy")
@@ -94,8 +94,7 @@ def resolve_data_path(data_path: str | None, model_dir: str) -> str | None:
 def _fingerprint(config, user_ids: np.ndarray, item_ids: np.ndarray) -> str:
     d = {k: v for k, v in config.to_dict().items() if k != "data_path"}
     h = hashlib.sha256(json.dumps([SEEN_CACHE_VERSION, d], sort_keys=True, default=str).encode())
-    for ids in (user_ids, item_ids):
-        h.update(np.ascontiguousarray(ids.astype(str)).tobytes())
+    hash_ids(h, user_ids, item_ids)
     return h.hexdigest()
 
 

@@ -82,6 +82,23 @@ def split_data(config: Config, interactions: Interactions) -> Split:
     return split
 
 
+def data_identity(config: Config, interactions: Interactions) -> dict:
+    """What binds a run to its data (saved as the run's data.json, compared on resume; see
+    `cml_tf.training.outputs`): the path as given, the content's fingerprint (`Interactions.fingerprint`) and, for
+    the messages, the sizes.
+
+    Returns:
+        ``{"data_path": str | None, "fingerprint": str, "users": int, "items": int, "pairs": int}``.
+    """
+    return {
+        "data_path": config.data_path,
+        "fingerprint": interactions.fingerprint(),
+        "users": interactions.n_users,
+        "items": interactions.n_items,
+        "pairs": interactions.nnz,
+    }
+
+
 def item_features(config: Config, interactions: Interactions):
     """[n_items, F] sparse item features for CML+F, or None."""
     if config.features is None:

@@ -3,6 +3,7 @@
 ::
 
     config.json      the resolved `Config`, whole
+    data.json        the data's identity: data_path, a fingerprint of its content, users, items, pairs
     metrics.csv      one row per validation evaluation: step, epoch, loss, hinge, gor, <metric>@k..., mmr,
                      pairs_per_sec (over the steps since the previous row), train_seconds (cumulative)
     checkpoints/     TensorFlow checkpoints of model + optimizer at every evaluation (resume point)
@@ -15,8 +16,15 @@
     results.json     test metrics of the best model, train_seconds, best_step, validation metrics
 
 Every file is written atomically. `RunPlace` is where a run lives: it refuses a directory that holds a different
-run, says when a run is already finished, restores the last checkpoint to resume, removes what a run wrote when it
-stops before its first checkpoint, and `finish` tests the best checkpoint and writes the results.
+run (another config, or other data: `check_same_run`, before anything is written), says when a run is already
+finished, restores the last checkpoint to resume, removes what a run wrote when it stops before its first
+checkpoint, and `finish` tests the best checkpoint and writes the results.
+
+A run is bound to its data by data.json's fingerprint of the loaded interactions (the split is a function of them and
+of the config): the same content under another path resumes (a moved checkout), other content is refused. A run
+from before data.json has no fingerprint: it resumes only from the same data path, and records the fingerprint
+of the data it resumes on (a finished one is only read, so it records nothing). An interrupted run may resume with
+another length (``--max_steps`` or ``--epochs``) unless it has already trained past the new end.
 """
 
 from __future__ import annotations
@@ -83,7 +91,10 @@ RUN_FILES = (
     "results.json",
     "recommendations.npz",
     "config.json",
+    "data.json",
 )
+#: the run's data: its path, a fingerprint of its content and its sizes (`cml_tf.training.data.data_identity`)
+DATA_FILE = "data.json"
 
 
 def run_started(model_dir: str) -> bool:
@@ -102,29 +113,136 @@ def _remove_run_files(model_dir: str) -> None:
             os.unlink(p)
 
 
-def _prepare_run_dir(config: Config, model_dir: str, overwrite: bool) -> None:
-    """Writes config.json; refuses a different config where a run has started (a checkpoint or results)."""
+#: the config fields that set the schedule's length: an interrupted run may resume with other values
+LENGTH_FIELDS = ("max_steps", "epochs")
+
+
+def _checkpoint_step(model_dir: str) -> int | None:
+    """The step of the last resume checkpoint in ``model_dir`` (saved as ``ckpt-<step>``), or None."""
+    latest = tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints"))
+    return int(latest.rsplit("-", 1)[1]) if latest else None
+
+
+def _describe_data(data: dict) -> str:
+    return f"{data.get('data_path')}: {data['users']:,} users x {data['items']:,} items, {data['pairs']:,} pairs"
+
+
+def _check_same_data(model_dir: str, saved: dict, data: dict) -> None:
+    """Refuses ``data`` (a `data_identity`) unless it is the data of the run in ``model_dir``.
+
+    A run records its data's fingerprint in data.json; its content decides (a moved checkout may resume). A run from
+    before data.json has no fingerprint: only its data path can be compared, and must be the same.
+    """
+    label = f"--model_dir={model_dir}"
+    path = os.path.join(model_dir, DATA_FILE)
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            recorded = json.load(f)
+        if recorded.get("fingerprint") == data["fingerprint"]:
+            return
+        sizes = ("users", "items", "pairs")
+        same_sizes = ", other content" if all(recorded.get(k) == data[k] for k in sizes) else ""
+        raise RunError(
+            f"{label} holds a run trained on other data (the run: {_describe_data(recorded)}; now: "
+            f"{_describe_data(data)}{same_sizes}); use another --model_dir, or --overwrite to start afresh"
+        )
+    was, now = saved.get("data_path"), data["data_path"]
+    if (was and os.path.normpath(was)) != (now and os.path.normpath(now)):
+        raise RunError(
+            f"{label} holds a run that recorded no data fingerprint (made before cml_tf recorded one) on "
+            f"--data_path={was}, not {now}: its data cannot be compared; pass --data_path={was}, or use another "
+            "--model_dir, or --overwrite to start afresh"
+        )
+
+
+def check_same_run(
+    config: Config,
+    model_dir: str,
+    data: dict,
+    total_steps: int | None = None,
+    eval_every: int | None = None,
+) -> None:
+    """Raises RunError (one line naming ``model_dir``, what differs and how to proceed) unless the run saved in
+    ``model_dir`` is ``config``'s run on ``data``. Reads only; the caller writes after it passed.
+
+    Args:
+        config: the resolved config of the command.
+        model_dir: a directory holding a run (its config.json).
+        data: the command's `cml_tf.training.data.data_identity`.
+        total_steps, eval_every: the command's schedule, for an interrupted run (None: a finished run, whose
+            length is compared as any other field). An interrupted run may resume with another length
+            (``LENGTH_FIELDS``) as long as its last checkpoint is not past the new end and falls on a validation
+            step of the new schedule (or is its end).
+    """
+    with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
+        saved = json.load(f)
+    current = json.loads(json.dumps(config.to_dict()))
+    # a field added since the run was saved reads as its default (a CML run from before --model is a cml run)
+    defaults = json.loads(json.dumps(Config().to_dict()))
+    saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
+    # the data path is checked with the data's content below
+    ignored = {"data_path", *(LENGTH_FIELDS if total_steps is not None else ())}
+    diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k not in ignored)
+    if diff:
+        finished = " finished" if total_steps is None else ""
+        raise RunError(
+            f"--model_dir={model_dir} holds a{finished} run with a different config (differs in: {', '.join(diff)}); "
+            "use another --model_dir, or --overwrite to start afresh"
+        )
+    _check_same_data(model_dir, saved, data)
+    step = _checkpoint_step(model_dir) if total_steps is not None else None
+    if step is None:
+        return
+    length = f"--max_steps={config.max_steps}" if config.max_steps is not None else f"--epochs={config.epochs:g}"
+    if step > total_steps:
+        raise RunError(
+            f"--model_dir={model_dir} holds a run trained to step {step}, past the end of this one ({length}: "
+            f"{total_steps} steps); ask for {step} steps or more to go on with it, or use another --model_dir, or "
+            "--overwrite to start afresh"
+        )
+    if step < total_steps and step % eval_every:
+        raise RunError(
+            f"--model_dir={model_dir} holds a run whose last checkpoint (step {step}) is not a validation step of "
+            f"this one ({length}: validations every {eval_every} steps), so it cannot go on from there; use its "
+            "former length, or another --model_dir, or --overwrite to start afresh"
+        )
+    changed = [f"--{k} {saved[k]} -> {current[k]}" for k in LENGTH_FIELDS if saved.get(k) != current.get(k)]
+    if changed:
+        log.info("%s: the run's length changes (%s): %d steps in all", model_dir, ", ".join(changed), total_steps)
+
+
+def _prepare_run_dir(
+    config: Config,
+    model_dir: str,
+    overwrite: bool,
+    data: dict,
+    total_steps: int | None = None,
+    eval_every: int | None = None,
+) -> None:
+    """Writes config.json and data.json, after refusing a different run where one has started (a checkpoint or
+    results; see `check_same_run`): nothing is written when it is refused."""
     os.makedirs(model_dir, exist_ok=True)
     path = os.path.join(model_dir, "config.json")
     started = run_started(model_dir)
     if os.path.exists(path) and started and not overwrite:
-        with open(path, encoding="utf-8") as f:
-            saved = json.load(f)
-        current = json.loads(json.dumps(config.to_dict()))
-        # a field added since the run was saved reads as its default (a CML run from before --model is a cml run)
-        defaults = json.loads(json.dumps(Config().to_dict()))
-        saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
-        # where the data lives does not change a run: a moved checkout may resume it
-        diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k != "data_path")
-        if diff:
-            raise RunError(
-                f"--model_dir={model_dir} holds a run with a different config (differs in: {', '.join(diff)}); "
-                "use another --model_dir, or --overwrite to start afresh"
-            )
+        check_same_run(config, model_dir, data, total_steps, eval_every)
     elif overwrite or not started:
         # a directory without a checkpoint holds no run (e.g. one stopped by an error): start it afresh
         _remove_run_files(model_dir)
     write_json_atomic(path, config.to_dict())
+    write_json_atomic(os.path.join(model_dir, DATA_FILE), data)
+
+
+def interrupted_message(model_dir: str) -> str:
+    """What an interrupted command (Ctrl-C) prints: how to go on from what ``model_dir`` holds, if anything."""
+    step = _checkpoint_step(model_dir)
+    if step is not None:
+        return f"interrupted: run the same command to resume {model_dir} from its last checkpoint (step {step})"
+    if os.path.exists(os.path.join(model_dir, "results.json")):
+        return f"interrupted: {model_dir} holds a finished run"
+    return (
+        f"interrupted before the first checkpoint: nothing was saved; run the same command to start {model_dir} again"
+    )
 
 
 def summary_line(results: dict, k: int) -> str:
@@ -159,26 +277,30 @@ class RunPlace:
         if not self.chief and os.path.isdir(self.run_dir):
             shutil.rmtree(self.run_dir)
 
-    def finished_results(self, config: Config) -> dict | None:
-        """The results of a finished run in ``model_dir`` (refusing a different config), else None."""
+    def finished_results(self, config: Config, data: dict) -> dict | None:
+        """The results of a finished run in ``model_dir``, else None. A finished run of another config or on other
+        data (``data``: `cml_tf.training.data.data_identity`) is refused; nothing is written."""
         path = os.path.join(self.model_dir, "results.json")
         finished = os.path.exists(path) and not self.overwrite
         self.devices.agree([finished], "whether the run in --model_dir is finished")
         if not finished:
             return None
         if self.chief:
-            _prepare_run_dir(config, self.run_dir, False)  # refuses a different config
+            check_same_run(config, self.model_dir, data)
         with open(path, encoding="utf-8") as f:
             results = json.load(f)
         log.info("%s: already finished; results: %s", self.model_dir, summary_line(results, config.k))
         return results
 
     @contextlib.contextmanager
-    def prepared(self, config: Config):
-        """Writes config.json (refusing a different started run); a run that stops before its first checkpoint
-        is no run: it leaves no config.json claiming the directory (nor the directory, if it made it)."""
+    def prepared(self, config: Config, data: dict, total_steps: int, eval_every: int):
+        """Writes config.json and data.json, refusing a different started run (`check_same_run`: ``data`` the
+        run's `cml_tf.training.data.data_identity`, ``total_steps`` and ``eval_every`` its schedule); a run that
+        stops before its first checkpoint is no run: it leaves no config.json claiming the directory (nor the
+        directory, if it made it)."""
         existed = os.path.isdir(self.run_dir)
-        _prepare_run_dir(config, self.run_dir, self.overwrite or not self.chief)
+        overwrite = self.overwrite or not self.chief
+        _prepare_run_dir(config, self.run_dir, overwrite, data, total_steps, eval_every)
         try:
             yield
         except BaseException:

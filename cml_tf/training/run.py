@@ -5,7 +5,10 @@ runners call directly; `cml_tf.training.outputs` says what the run directory hol
 
 Running the same command again resumes from the last checkpoint (the batch stream is a pure function of the step,
 so the resumed run sees the batches the uninterrupted one would have) and says so; a finished run (results.json
-present) is not trained again, and says so with its results.
+present) is not trained again, and says so with its results. Either is refused for another config or other data
+(`cml_tf.training.outputs.check_same_run`), except that an interrupted run may be given another length
+(``max_steps`` / ``epochs``): the learning rate is constant and the batches depend on the step alone, so it then
+trains exactly as a run of that length from the start would have.
 
 Everything that can be checked is checked before the run directory is touched: the config, then the data (the
 batch must fit the training pairs; ``num_candidates`` larger than the catalog is lowered to the catalog, with a
@@ -32,7 +35,7 @@ from cml_tf.models import MODELS, MetricModel
 from cml_tf.sampling.pipeline import SamplerSpec, TrainingStream
 from cml_tf.training.callbacks import default_verbose, training_callbacks
 from cml_tf.training.config import Config, default_hinge
-from cml_tf.training.data import fit_to_data, item_features, load_data
+from cml_tf.training.data import data_identity, fit_to_data, item_features, load_data
 from cml_tf.training.distribute import Devices
 from cml_tf.training.optimizers import make_optimizer
 from cml_tf.training.outputs import RunPlace
@@ -138,14 +141,15 @@ def train(
     interactions, split = data if data is not None else load_data(config)
     config = fit_to_data(config, split)  # before the run directory: what cannot work fails here
     run = RunPlace(model_dir, devices, overwrite)
-    results = run.finished_results(config)
+    data_id = data_identity(config, interactions)
+    results = run.finished_results(config, data_id)
     if results is not None:
         return results
     stream = training_stream(config, interactions, split, devices.replicas)
     features = item_features(config, interactions)
-    with run.prepared(config):
+    schedule = Schedule.of(config, split.train.nnz)
+    with run.prepared(config, data_id, schedule.total_steps, schedule.eval_every):
         keras.utils.set_random_seed(config.seed)
-        schedule = Schedule.of(config, split.train.nnz)
         with devices.scope():
             spe = schedule.steps_per_execution
             model = build_model(config, *split.train.shape, features, steps_per_execution=spe, train=split.train)
