@@ -380,3 +380,43 @@ def test_csv_scan_only_on_error(tmp_path):
         )
         is None
     )
+
+
+def test_directory_without_a_unique_file_says_what_it_holds(tmp_path):
+    for name in ("a.csv", "b.csv", "c.csv"):
+        (tmp_path / name).write_text("1,2\n")
+    with pytest.raises(DataError) as e:
+        loaders.load("csv", str(tmp_path), use_cache=False)
+    assert str(e.value) == (
+        f"{tmp_path}: directory holds 3 files matching *.csv / *.tsv / *.txt (candidates: a.csv, b.csv, c.csv), "
+        "not one; expected a delimited user,item[,weight] file. Pass the file itself as --data_path"
+    )
+    for name in ("a.csv", "b.csv", "c.csv"):
+        (tmp_path / name).unlink()
+    with pytest.raises(DataError, match=r"directory holds no files matching \*\.csv / \*\.tsv / \*\.txt; expected"):
+        loaders.load("csv", str(tmp_path), use_cache=False)
+    # a data set with a conventional file name names it
+    (tmp_path / "a.txt").write_text("u\ts\t9\n")
+    (tmp_path / "b.txt").write_text("u\ts\t9\n")
+    with pytest.raises(DataError, match=r"holds no train_triplets\.txt and 2 files matching \*\.txt \(candidates: "):
+        loaders.load("echonest", str(tmp_path), use_cache=False)
+
+
+def test_echonest_without_a_path_says_where_the_file_comes_from_and_points_at_the_sample(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    monkeypatch.chdir(repo)
+    with pytest.raises(DataError) as e:
+        loaders.load("echonest", None)
+    message = str(e.value)
+    assert "needs --data_path" in message and "http://millionsongdataset.com/tasteprofile/" in message
+    assert "sample" not in message  # no ../shared/data here: no command that would fail
+    sample = tmp_path / "shared" / "data" / "echonest" / "train_triplets_sample.txt"
+    sample.parent.mkdir(parents=True)
+    sample.write_text("u\ts\t9\n")
+    with pytest.raises(DataError) as e:
+        loaders.load("echonest", None)
+    assert str(e.value).endswith(
+        "; or train on the shipped sample: python -m cml_tf.train --dataset=echonest "
+        "--data_path=../shared/data/echonest/train_triplets_sample.txt --min_playcount=1 --sampler=2stage"
+    )

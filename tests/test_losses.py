@@ -177,9 +177,6 @@ def test_sampled_softmax_hand():
     # an excluded negative (a positive of the user) is not counted: only the positive and the 8 remain
     excl = L.sampled_softmax(_c([1.0]), _c([[2.0, 4.0]]), 0.5, neg_excluded=tf.constant([[True, False]])).numpy()[0]
     assert excl == pytest.approx(np.log(np.exp(-2) + np.exp(-8)) + 2, abs=1e-6)
-    # [M] log q broadcasts over the rows
-    both = L.sampled_softmax(_c([1.0, 1.0]), _c([[2.0, 4.0], [2.0, 4.0]]), 0.5, _c([0.0, 0.0]), _c([0.0, 1.0]))
-    np.testing.assert_allclose(both.numpy(), both.numpy()[0], rtol=1e-6)
 
 
 def test_sampled_softmax_gradient_against_the_definition():
@@ -205,3 +202,159 @@ def test_sampled_softmax_gradient_against_the_definition():
     np.testing.assert_allclose(grad, -(soft - onehot) / tau, rtol=1e-9, atol=1e-12)
     ref_loss = (np.log(np.exp(z - z.max(1, keepdims=True)).sum(1)) + z.max(1) - z[:, 0]).sum()
     assert loss.numpy() == pytest.approx(ref_loss, rel=1e-9)
+
+
+# ----------------------------------------------------------------------------------------- every loss by hand, 2 x 3
+# Two rows, three negatives each; every expected number is derived in the comment above it.
+POS = [1.0, 3.0]
+NEG = [[2.0, 0.5, 4.0], [1.0, 6.0, 3.5]]
+
+
+def test_triplet_hinge_min_and_mean_2x3_by_hand():
+    # α = 1. min: row 0 hardest negative 0.5 -> 1 - 0.5 + 1 = 1.5; row 1 hardest 1.0 -> 3 - 1 + 1 = 3
+    np.testing.assert_allclose(L.triplet_hinge(_c(POS), _c(NEG), 1.0, "min").numpy(), [1.5, 3.0], rtol=1e-6)
+    # mean: row 0 ([1-2+1]+ + [1-0.5+1]+ + [1-4+1]+)/3 = (0 + 1.5 + 0)/3 = 0.5
+    #       row 1 ([3-1+1]+ + [3-6+1]+ + [3-3.5+1]+)/3 = (3 + 0 + 0.5)/3 = 7/6
+    np.testing.assert_allclose(L.triplet_hinge(_c(POS), _c(NEG), 1.0, "mean").numpy(), [0.5, 7 / 6], rtol=1e-6)
+
+
+def test_warp_rank_weight_2x3_by_hand():
+    # α = 1, 6 items. impostors (pos - neg + 1 > 0): row 0: 0 > 0 no, 1.5 yes, -2 no -> 1/3 -> rank 2 -> log 3
+    #                                                row 1: 3 yes, -2 no, 0.5 yes -> 2/3 -> rank 4 -> log 5
+    np.testing.assert_allclose(L.warp_rank_weight(_c(POS), _c(NEG), 1.0, 6).numpy(), np.log([3.0, 5.0]), rtol=1e-6)
+
+
+def test_squared_distance_matrix_2x3_by_hand():
+    # users (0, 0), (1, 1); items (1, 0), (0, 2), (1, 1): row 0 = 1, 4, 2; row 1 = 0 + 1, 1 + 1, 0
+    out = L.squared_distance_matrix(_c([[0.0, 0.0], [1.0, 1.0]]), _c([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]))
+    np.testing.assert_allclose(out.numpy(), [[1.0, 4.0, 2.0], [1.0, 2.0, 0.0]], atol=1e-6)
+
+
+def test_gor_covariance_and_feature_loss_2x3_by_hand():
+    # GOR, d = 2: dots row 0 = 0.5, 1, 0; row 1 = -1, 0.5, 0 -> m1 = 1/6, m2 = (0.25 + 1 + 1 + 0.25)/6 = 5/12 < 1/2
+    # -> L = (1/6)^2 = 1/36
+    p = _c([[1.0, 0.0], [0.0, 1.0]])
+    n = _c([[[0.5, 0.0], [1.0, 0.0], [0.0, 1.0]], [[0.0, -1.0], [0.5, 0.5], [1.0, 0.0]]])
+    assert float(L.global_orthogonal_regularization(p, n)) == pytest.approx(1 / 36, rel=1e-5)
+    # covariance: rows (1, 2, 0), (-1, 0, 2): mean (0, 1, 1), centred ±(1, 1, -1) -> C = x xᵀ, entries ±1;
+    # ‖C‖_F² = 9, diagonal 3 -> off-diagonal 6, / N = 2 -> 3
+    assert float(L.covariance_loss(_c([[1.0, 2.0, 0.0], [-1.0, 0.0, 2.0]]))) == pytest.approx(3.0, rel=1e-6)
+    # feature loss: (1-1)² + (2-0)² + (3-3)² + 1 + 1 + 1 = 7
+    assert float(L.feature_loss(_c([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]]), _c([[1.0, 0.0, 3.0], [1.0, 1.0, 1.0]]))) == 7.0
+
+
+# sampled softmax, τ = 0.5: positives D² = 1, 0.5 -> z_pos = -2, -1; negatives D² below -> z_neg = -2 D²
+SM_POS = [1.0, 0.5]
+SM_NEG = [[2.0, 4.0, 1.0], [0.5, 1.5, 3.0]]  # z_neg row 0: -4, -8, -2; row 1: -1, -3, -6
+
+
+def test_sampled_softmax_2x3_by_hand():
+    # loss = log Σ e^z - z_pos. row 0: log(e^-2 + e^-4 + e^-8 + e^-2) + 2 = log(2 + e^-2 + e^-6) = 0.759784
+    #                            row 1: log(e^-1 + e^-1 + e^-3 + e^-6) + 1 = log(2 + e^-2 + e^-5) = 0.761774
+    out = L.sampled_softmax(_c(SM_POS), _c(SM_NEG), 0.5).numpy()
+    np.testing.assert_allclose(out, [0.759784, 0.761774], atol=1e-6)
+
+
+def test_sampled_softmax_log_q_2x3_by_hand():
+    # z = -D²/τ - log q. log q of the positives: log 2, 0; of the negatives, [M] shared by the rows: 0, log ½, log 4
+    # row 0: e^z = e^-2/2 | e^-4, 2 e^-8, e^-2/4; loss = log(¾ e^-2 + e^-4 + 2 e^-8) + 2 + log 2
+    #        = log(1.5 + 2 e^-2 + 4 e^-6) = 0.576942
+    # row 1: e^z = e^-1 | e^-1, 2 e^-3, e^-6/4; loss = log(2 e^-1 + 2 e^-3 + e^-6/4) + 1 = log(2 + 2 e^-2 + e^-5/4)
+    #        = 0.820817
+    pos_lq, neg_lq = _c([np.log(2.0), 0.0]), _c([0.0, np.log(0.5), np.log(4.0)])
+    out = L.sampled_softmax(_c(SM_POS), _c(SM_NEG), 0.5, pos_lq, neg_lq).numpy()
+    np.testing.assert_allclose(out, [0.576942, 0.820817], atol=1e-6)
+    # [batch, M] log q, a row each: row 1's negatives get log 2, 0, 0 -> e^z = e^-1 | e^-1/2, e^-3, e^-6
+    #        loss = log(e^-1 + e^-1/2 + e^-3 + e^-6) + 1 = log(1.5 + e^-2 + e^-5) = 0.495960 (row 0 as above)
+    rows = _c([[0.0, np.log(0.5), np.log(4.0)], [np.log(2.0), 0.0, 0.0]])
+    out = L.sampled_softmax(_c(SM_POS), _c(SM_NEG), 0.5, pos_lq, rows).numpy()
+    np.testing.assert_allclose(out, [0.576942, 0.495960], atol=1e-6)
+
+
+def test_sampled_softmax_masks_2x3_by_hand():
+    # row 0 drops its third negative (z = -2), row 1 its first (z = -1):
+    # row 0: log(e^-2 + e^-4 + e^-8) + 2 = log(1 + e^-2 + e^-6) = 0.129109
+    # row 1: log(e^-1 + e^-3 + e^-6) + 1 = log(1 + e^-2 + e^-5) = 0.132845
+    excluded = tf.constant([[False, False, True], [True, False, False]])
+    out = L.sampled_softmax(_c(SM_POS), _c(SM_NEG), 0.5, neg_excluded=excluded).numpy()
+    np.testing.assert_allclose(out, [0.129109, 0.132845], atol=1e-6)
+    # every negative masked: only the positive is left, loss log e^z_pos - z_pos = 0
+    out = L.sampled_softmax(_c(SM_POS), _c(SM_NEG), 0.5, neg_excluded=tf.ones([2, 3], tf.bool)).numpy()
+    np.testing.assert_allclose(out, [0.0, 0.0], atol=1e-7)
+
+
+# ----------------------------------------------------------------------------------------- the learned temperature
+# τ = exp(s). With z_j = -d_j/τ - log q_j and p = softmax(z): dL/dτ = Σ_j p_j d_j/τ² - d_0/τ², so
+# dL/ds = τ dL/dτ = (E_p[d] - d_0)/τ: positive when the positive is closer than the softmax-weighted pool (the
+# optimiser then lowers τ, sharpening the softmax), negative when it is farther.
+def _softmax_loss_np(d, tau, log_q=None):
+    """Σ over rows of log Σ_j e^{z_j} - z_0, z_j = -d_j/τ - log q_j, straight from the definition (float64)."""
+    d = np.asarray(d, np.float64)
+    z = -d / tau - (0.0 if log_q is None else np.asarray(log_q, np.float64))
+    return float(np.sum(np.log(np.exp(z).sum(axis=1)) - z[:, 0]))
+
+
+def _grad_log_tau(s, d_pos, d_neg, log_q_pos=None, log_q_neg=None):
+    v = tf.Variable(s, dtype=tf.float64)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(L.sampled_softmax(d_pos, d_neg, tf.exp(v), log_q_pos, log_q_neg))
+    return float(tape.gradient(loss, v))
+
+
+def test_sampled_softmax_gradient_wrt_log_temperature_by_hand_and_central_difference():
+    d = np.array([[SM_POS[0], *SM_NEG[0]], [SM_POS[1], *SM_NEG[1]]])  # column 0 the positive
+    d_pos, d_neg = tf.constant(d[:, 0]), tf.constant(d[:, 1:])
+    s = np.log(0.5)
+    # by hand at τ = 0.5: row 0 p ∝ e^-2, e^-4, e^-8, e^-2, d - d_0 = 0, 1, 3, 0
+    #   -> dL/ds = (e^-4 + 3 e^-8) / (2 e^-2 + e^-4 + e^-8) / 0.5 = 2 (e^-2 + 3 e^-6) / (2 + e^-2 + e^-6) = 0.133568
+    # row 1 p ∝ e^-1, e^-1, e^-3, e^-6, d - d_0 = 0, 0, 1, 2.5
+    #   -> dL/ds = 2 (e^-2 + 2.5 e^-5) / (2 + e^-2 + e^-5) = 0.142087; both positive: the positives are the closer
+    grad = _grad_log_tau(s, d_pos, d_neg)
+    assert grad == pytest.approx(0.133568 + 0.142087, abs=2e-6)
+    h = 1e-5  # central difference of the definition in float64: error O(h²)
+    fd = (_softmax_loss_np(d, np.exp(s + h)) - _softmax_loss_np(d, np.exp(s - h))) / (2 * h)
+    assert grad == pytest.approx(fd, rel=1e-7)
+    # a positive farther than its negatives: the gradient turns negative (the optimiser raises τ)
+    far = np.array([[3.0, 1.0, 2.0, 0.5], [4.0, 1.0, 1.0, 2.0]])
+    grad_far = _grad_log_tau(s, tf.constant(far[:, 0]), tf.constant(far[:, 1:]))
+    fd_far = (_softmax_loss_np(far, np.exp(s + h)) - _softmax_loss_np(far, np.exp(s - h))) / (2 * h)
+    assert grad_far < 0 and grad_far == pytest.approx(fd_far, rel=1e-7)
+    # with log q the corrections shift the weights p but not the d_j/τ terms: still (E_p[d] - d_0)/τ
+    lq = np.array([[np.log(2.0), 0.0, np.log(0.5), np.log(4.0)], [0.0, 0.0, np.log(0.5), np.log(4.0)]])
+    grad_q = _grad_log_tau(s, d_pos, d_neg, tf.constant(lq[:, 0]), tf.constant(lq[:, 1:]))
+    fd_q = (_softmax_loss_np(d, np.exp(s + h), lq) - _softmax_loss_np(d, np.exp(s - h), lq)) / (2 * h)
+    assert grad_q == pytest.approx(fd_q, rel=1e-7)
+
+
+def test_model_learned_temperature_gets_the_gradient_of_its_softmax_loss():
+    """The model's log τ (models/base.py, models/step.py) against the definition on the model's own distances."""
+    from cml_tf.models import CML
+
+    model = CML(4, 6, embedding_dim=3, loss="softmax", temperature=0.3, learn_temperature=True, seed=2)
+    data = {
+        "users": tf.constant([0, 1], tf.int32),
+        "positives": tf.constant([2, 3], tf.int32),
+        "candidates": tf.constant([4, 5, 0], tf.int32),
+        "candidate_is_positive": tf.zeros([2, 3], tf.bool),
+        "candidate_log_q": tf.constant([0.0, np.log(0.5), np.log(2.0)], tf.float32),
+        "positive_log_q": tf.constant([np.log(2.0), 0.0], tf.float32),
+    }
+    with tf.GradientTape() as tape:
+        total = model.compute_softmax_losses(data)["total"]
+    grad = float(tape.gradient(total, model.log_temperature))
+    u = model.user_vectors(data["users"]).numpy().astype(np.float64)
+    items = np.array([[2, 4, 5, 0], [3, 4, 5, 0]])  # the positive, then the shared candidates
+    v = model.item_vectors(tf.constant(items)).numpy().astype(np.float64)  # [2, 4, d]
+    d = ((u[:, None, :] - v) ** 2).sum(-1)
+    lq = np.array([[np.log(2.0), 0.0, np.log(0.5), np.log(2.0)], [0.0, 0.0, np.log(0.5), np.log(2.0)]])
+    s = float(model.log_temperature.numpy())
+    assert s == pytest.approx(np.log(0.3), rel=1e-6)
+    h = 1e-4
+    fd = (_softmax_loss_np(d, np.exp(s + h), lq) - _softmax_loss_np(d, np.exp(s - h), lq)) / (2 * h)
+    z = -d / np.exp(s) - lq
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    exact = float(np.sum(((p * d).sum(1) - d[:, 0]) / np.exp(s)))  # Σ_rows (E_p[d] - d_0)/τ
+    assert fd == pytest.approx(exact, rel=1e-6)
+    assert grad == pytest.approx(exact, rel=1e-3, abs=1e-5)  # float32 model
+    assert total.numpy() == pytest.approx(_softmax_loss_np(d, np.exp(s), lq), rel=1e-5)

@@ -137,3 +137,20 @@ def test_side_info_notebook_with_nothing_to_read_stops_with_one_line(tmp_path, m
     message = str(e.value)
     assert f"nothing to show: no results.csv in {tmp_path}: run python -m experiments.cold_start" in message
     assert "Traceback" not in message
+
+
+@pytest.mark.parametrize("name", ["01_results.ipynb", "03_popularity_bias.ipynb"])
+def test_notebook_on_runs_of_several_data_sets_and_losses(name, tmp_path, monkeypatch):
+    """runs/ holding movielens (3 items) and synthetic (5 items) runs, on synthetic a hinge run in folds 0 and 1 and a
+    softmax run (test_rundirs builds them by hand): 03 reads each run against its own catalogue (item 4 of a synthetic
+    run is out of movielens' 3), 01 averages only the two hinge folds."""
+    from test_rundirs import _mixed
+
+    nb = execute(os.path.join(ROOT, "notebooks", name), monkeypatch, CML_TF_RUNS=_mixed(tmp_path))
+    text = outputs(nb)
+    if name.startswith("01"):
+        assert "3 configurations: " in text
+        assert "2-stage b=256 synthetic loss=hinge |N|=1: 2 run(s)" in text
+        assert "2-stage b=256 synthetic loss=softmax |N|=1: 1 run(s)" in text
+    else:
+        assert "movielens: 1 runs; 3 items" in text and "synthetic: 2 runs; 5 items" in text

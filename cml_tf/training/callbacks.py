@@ -100,6 +100,25 @@ class EvaluationCheckpoint(keras.callbacks.Callback):
         self.manager.save(checkpoint_number=step)
 
 
+def progress_bar(done: int, target: int, seconds: float, loss: float | None, pairs_per_sec: float | None) -> str:
+    """One state of the terminal progress bar: ``120/1000 [===>      ] 3s - loss 0.4121 - 41,049 pairs/s``.
+
+    Args:
+        done: steps done in the period; target: the period's steps; seconds: time since the period began.
+        loss: the last loss shown to 4 decimals, or None; pairs_per_sec: shown as a whole number with thousands
+            separators, or None.
+    """
+    width = 30
+    filled = min(width, int(width * done / max(target, 1)))
+    arrow = "=" * max(filled - 1, 0) + (">" if 0 < filled < width else "=" if filled else "")
+    text = f"{done:{len(str(target))}d}/{target} [{arrow:<{width}}] {seconds:.0f}s"
+    if loss is not None:
+        text += f" - loss {loss:.4f}"
+    if pairs_per_sec is not None:
+        text += f" - {pairs_per_sec:,.0f} pairs/s"
+    return text
+
+
 class Progress(keras.callbacks.Callback):
     """What a run prints on stdout while it trains, in the terms of the flags.
 
@@ -108,8 +127,8 @@ class Progress(keras.callbacks.Callback):
 
         period 3/8 (steps 2001-3000, epoch 4.1 of 20): loss 0.4121, val ndcg@50 0.0712, map@50 0.0301, 35,112 pairs/s
 
-    ``mode`` 1 draws a progress bar over each period's steps (for a terminal) before that line; 2 prints only the
-    line (for a log file: no control characters).
+    ``mode`` 1 draws a progress bar over each period's steps (for a terminal, `progress_bar`, redrawn at most every
+    0.1 s) before that line; 2 prints only the line (for a log file: no control characters).
     """
 
     def __init__(self, mode, *, total_steps, eval_every, batch_size, pairs_per_epoch, epochs, k):
@@ -140,13 +159,19 @@ class Progress(keras.callbacks.Callback):
         if self.mode == 1:
             print(self.period_label(epoch), flush=True)
             target = min(self._first + self.eval_every, self.total_steps) - self._first
-            self._bar = keras.utils.Progbar(target, stateful_metrics=["loss", "pairs/s"])
+            self._bar = {"target": target, "start": time.time(), "drawn": 0.0, "width": 0}
+
+    def _draw(self, done: int, logs: dict, end: str = "") -> None:
+        bar = self._bar
+        values = [float(logs[name]) if name in logs else None for name in ("loss", "pairs/s")]
+        line = progress_bar(done, bar["target"], time.time() - bar["start"], *values)
+        sys.stdout.write("\r" + line.ljust(bar["width"]) + end)
+        sys.stdout.flush()
+        bar["width"], bar["drawn"] = len(line), time.time()
 
     def on_train_batch_end(self, batch, logs=None):
-        if self._bar is not None and logs is not None:
-            done = int(self.model.optimizer.iterations.numpy()) - self._first
-            shown = [(name, float(logs[name])) for name in ("loss", "pairs/s") if name in logs]
-            self._bar.update(done, values=shown)
+        if self._bar is not None and logs is not None and time.time() - self._bar["drawn"] >= 0.1:
+            self._draw(int(self.model.optimizer.iterations.numpy()) - self._first, logs)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -161,6 +186,8 @@ class Progress(keras.callbacks.Callback):
             parts.append("val " + ", ".join(validation))
         if "pairs/s" in logs:
             parts.append(f"{float(logs['pairs/s']):,.0f} pairs/s")
+        if self._bar is not None:  # the bar's last state, then the period's line below it
+            self._draw(int(self.model.optimizer.iterations.numpy()) - self._first, logs, end="\n")
         self._bar = None
         print(f"{self.period_label(epoch)}: {', '.join(parts)}", flush=True)
 

@@ -22,12 +22,18 @@ import json
 import os
 import re
 
+import numpy as np
+
 #: the repository (this file is cml_tf/training/rundirs.py)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FIXTURES = os.path.join(ROOT, "notebooks", "fixtures")
 SAMPLER_LABELS = {"uniform": "Uniform", "popular": "Popular", "2stage": "2-stage", "2stage-paper": "2-stage (paper)"}
 _SAMPLER_ORDER = {"uniform": 0, "popular": 1, "2stage": 2, "2stage-paper": 3}
 _CELL = re.compile(r"^(?P<sampler>.+)-b(?P<batch>\d+)-n(?P<negatives>\d+)$")  # the Table 2 runner's cell names
+#: config fields that tell repeats of one configuration apart (its folds and seeds); results are averaged over them
+REPEAT_FIELDS = ("fold", "seed", "split_seed")
+_MAX_LABEL_FIELDS = 3  # configuration_labels names at most this many differing fields
+_LABEL_FIRST = ("model", "loss")  # ... these first
 
 
 class NothingToShow(Exception):
@@ -182,14 +188,72 @@ def require(items, what: str, where: str):
     return items
 
 
-def results_rows(runs: list[Run], k: int = 50) -> list[dict]:
-    """One row per finished run (results.json), with the columns of the Table 2 runner's results.csv."""
-    rows = []
+def configuration(config: dict, without: tuple[str, ...] = ()) -> str:
+    """The configuration a run repeats, as canonical JSON: its whole config less `REPEAT_FIELDS` and ``without``.
+
+    Two runs are folds (or seeds) of one configuration exactly when their ``configuration`` strings are equal.
+    """
+    dropped = set(REPEAT_FIELDS) | set(without)
+    return json.dumps({k: v for k, v in config.items() if k not in dropped}, sort_keys=True)
+
+
+def _value(v) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    return json.dumps(v, sort_keys=True, separators=(",", ":")) if isinstance(v, (dict, list)) else str(v)
+
+
+def configuration_labels(runs: list[Run], axis: tuple[str, ...] = ("num_negatives",)) -> list[str]:
+    """A legend label per run, equal for two runs exactly when their configs are equal apart from the fold, the seeds
+    (`REPEAT_FIELDS`) and ``axis`` (fields a plot shows on an axis).
+
+    ``2-stage b=256``, then the data set where the runs hold several, then ``field=value`` for each field (up to
+    three, then ``+n more``) on which the configurations that start alike differ: ``2-stage b=256 loss=hinge`` and
+    ``2-stage b=256 loss=softmax``. Labels that would still collide get `` #2``, `` #3``, ...
+
+    Args:
+        runs: the runs (`find_runs`).
+        axis: config fields left out of the configuration.
+
+    Returns:
+        one label per run, in the order of ``runs``.
+    """
+    several = len({r.config.get("dataset") for r in runs}) > 1
+    shown = ("sampler", "batch_size", "dataset")
+    bases, keys = [], []
     for run in runs:
-        path = run.file("results.json")
-        if not os.path.exists(path):
-            continue
-        with open(path, encoding="utf-8") as f:
+        table2 = os.path.basename(run.path) == f"fold{run.fold}"  # <cell>/fold<k>/: the cell names the sampler
+        match = _CELL.match(run.key) if table2 else None
+        sampler = match["sampler"] if match else run.config.get("sampler", "?")
+        base = f"{SAMPLER_LABELS.get(sampler, sampler)} b={run.config.get('batch_size')}"
+        bases.append(base + (f" {run.config.get('dataset')}" if several else ""))
+        keys.append(configuration(run.config, axis))
+    labels = {}  # configuration -> label
+    for base in dict.fromkeys(bases):
+        configs = {k: json.loads(k) for b, k in zip(bases, keys) if b == base}
+        fields = sorted({f for c in configs.values() for f in c} - set(shown))
+        differ = [f for f in fields if len({_value(c.get(f)) for c in configs.values()}) > 1]
+        differ.sort(key=lambda f: f not in _LABEL_FIRST)  # the model and the loss first (a stable sort)
+        for key, c in configs.items():
+            parts = [f"{f}={_value(c.get(f))}" for f in differ[:_MAX_LABEL_FIELDS]]
+            more = f" +{len(differ) - _MAX_LABEL_FIELDS} more" if len(differ) > _MAX_LABEL_FIELDS else ""
+            labels[key] = base + (" " + ", ".join(parts) + more if parts else "")
+    taken = {}
+    for key, label in labels.items():  # distinct configurations whose shown fields coincide: number them
+        taken[label] = taken.get(label, 0) + 1
+        if taken[label] > 1:
+            labels[key] = f"{label} #{taken[label]}"
+    return [labels[k] for k in keys]
+
+
+def results_rows(runs: list[Run], k: int = 50) -> list[dict]:
+    """One row per finished run (results.json), with the columns of the Table 2 runner's results.csv, plus
+    ``configuration`` (the runs averaged together share it, see `configuration`) and ``label``
+    (`configuration_labels`: one per configuration, |N_ij| aside)."""
+    rows = []
+    finished = [run for run in runs if os.path.exists(run.file("results.json"))]
+    for run, label in zip(finished, configuration_labels(finished)):
+        with open(run.file("results.json"), encoding="utf-8") as f:
             results = json.load(f)
         c = run.config
         rows.append(
@@ -203,6 +267,62 @@ def results_rows(runs: list[Run], k: int = 50) -> list[dict]:
                 **{m: results.get(m) for m in (f"map@{k}", f"ndcg@{k}", f"recall@{k}", "mmr")},
                 **{m: results.get(m) for m in ("train_seconds", "pairs_per_sec", "steps")},
                 "run": run.key,
+                "configuration": configuration(c),
+                "label": label,
             }
         )
     return rows
+
+
+@dataclasses.dataclass
+class Catalogue:
+    """The recommendations of the runs trained on one training set, with that set's item popularity.
+
+    Attributes:
+        name: the data set (``synthetic``); `` (2)``, `` (3)``, ... when other training sets share the name (another
+            split, fold or filter).
+        item_train_count: [n_items] int, training popularity of every item of this catalogue.
+        recommendations: {run label or baseline method: recommendations.npz as a dict}; ``items`` [users, k] index
+            ``item_train_count``.
+    """
+
+    name: str
+    item_train_count: np.ndarray
+    recommendations: dict[str, dict]
+
+
+def recommendations_by_catalogue(runs_dir: str, fold: int | None = None) -> list[Catalogue]:
+    """The ``recommendations.npz`` of the runs and baselines in ``runs_dir``, grouped by the catalogue they rank.
+
+    Each run indexes its own catalogue: runs of several data sets (or splits) in one directory have different items,
+    so a run is grouped with the runs whose ``item_train_count`` is the same array, never read against another's.
+
+    Args:
+        runs_dir: a directory of runs (`find_runs`).
+        fold: as in `find_runs`.
+
+    Returns:
+        Catalogues in the order their first run is found (`find_runs`' order, then baselines).
+
+    Raises:
+        NothingToShow: no run there, or none with a recommendations.npz.
+    """
+    found = [(run.label, run.path, run.config.get("dataset", "?")) for run in find_runs(runs_dir, fold)]
+    for method, path in baseline_runs(runs_dir, fold):
+        config_path = os.path.join(path, "config.json")
+        dataset = _read_config(config_path).get("dataset", "?") if os.path.exists(config_path) else "?"
+        found.append((method, path, dataset))
+    groups: dict[tuple, Catalogue] = {}
+    for label, path, dataset in found:
+        npz = os.path.join(path, "recommendations.npz")
+        if not os.path.exists(npz):
+            continue
+        with np.load(npz) as f:
+            recs = {name: f[name] for name in f.files}
+        counts = recs["item_train_count"]
+        key = (dataset, counts.shape, counts.tobytes())
+        if key not in groups:
+            same_name = sum(1 for d, *_ in groups if d == dataset)
+            groups[key] = Catalogue(f"{dataset} ({same_name + 1})" if same_name else dataset, counts, {})
+        groups[key].recommendations[label] = recs
+    return require(list(groups.values()), "recommendations.npz (every run writes one when it finishes)", runs_dir)

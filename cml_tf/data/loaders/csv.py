@@ -84,11 +84,14 @@ def find_file(data_path: str, conventional: tuple[str, ...], patterns: tuple[str
     candidates = sorted({c for p in patterns for c in glob.glob(os.path.join(path, p)) if os.path.isfile(c)})
     if len(candidates) == 1:
         return candidates[0]
-    listing = ", ".join(os.path.basename(c) for c in candidates) or "none"
-    raise DataError(
-        f"{path}: directory holds no {' / '.join(conventional)} and {len(candidates)} files matching "
-        f"{' / '.join(patterns)} (candidates: {listing}); expected {what}. Pass the file itself as --data_path"
-    )
+    named = f"no {' / '.join(conventional)} and " if conventional else ""
+    matching = f"files matching {' / '.join(patterns)}"
+    if candidates:
+        listing = ", ".join(os.path.basename(c) for c in candidates)
+        found = f"{len(candidates)} {matching} (candidates: {listing}), not one"
+    else:
+        found = f"no {matching}"
+    raise DataError(f"{path}: directory holds {named}{found}; expected {what}. Pass the file itself as --data_path")
 
 
 def _split_line(line: str, sep: str, quoted: bool) -> list[str]:

@@ -9,15 +9,37 @@ well under two minutes: pyarrow parses it with the ids dictionary-encoded on the
 
 from __future__ import annotations
 
-from cml_tf.data.interactions import Interactions
+import os
+
+from cml_tf.data.interactions import DataError, Interactions
 from cml_tf.data.loaders import filters
 from cml_tf.data.loaders.csv import find_file, read_delimited
 
 OPTIONS = {"min_playcount": 5, "min_user_interactions": 21, "min_item_users": 5, "iterative_core": False}
 FORMAT = "tab-separated user<TAB>song<TAB>playcount lines with an integer playcount, no header"
+#: where the full file comes from (not shipped), and the shipped sample, relative to the repository's usual cwd
+SOURCE = "the Taste Profile subset of the Million Song Dataset, http://millionsongdataset.com/tasteprofile/"
+SAMPLE = os.path.join("..", "shared", "data", "echonest", "train_triplets_sample.txt")
 
 
 def resolve_path(data_path: str | None) -> str:
+    """The triplets file ``data_path`` names (a file, or a directory holding ``train_triplets.txt``).
+
+    Raises:
+        DataError: no path (the message says where the full file comes from and, when the shipped sample exists
+            relative to the current directory, gives the command that trains on it), or no such file.
+    """
+    if data_path is None:
+        sample = (
+            f"; or train on the shipped sample: python -m cml_tf.train --dataset=echonest --data_path={SAMPLE} "
+            "--min_playcount=1 --sampler=2stage"
+            if os.path.isfile(SAMPLE)
+            else ""
+        )
+        raise DataError(
+            f"--dataset=echonest needs --data_path: the 3 GB train_triplets.txt (or a directory holding it) from "
+            f"{SOURCE}{sample}"
+        )
     return find_file(data_path, ("train_triplets.txt",), ("*.txt",), "Echo Nest triplets (" + FORMAT + ")")
 
 
