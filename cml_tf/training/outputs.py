@@ -39,7 +39,7 @@ from cml_tf.evaluation.toplists import sample_users, write_recommendations
 from cml_tf.io import save_npy_atomic, write_json_atomic, write_text_atomic
 from cml_tf.models.base import MetricModel
 from cml_tf.models.features import initialise_items_from_features
-from cml_tf.training.config import Config
+from cml_tf.training.config import Config, config_differences
 from cml_tf.training.distribute import Devices, remove_worker_dir
 
 log = logging.getLogger("cml_tf")
@@ -110,12 +110,9 @@ def _prepare_run_dir(config: Config, model_dir: str, overwrite: bool) -> None:
     if os.path.exists(path) and started and not overwrite:
         with open(path, encoding="utf-8") as f:
             saved = json.load(f)
-        current = json.loads(json.dumps(config.to_dict()))
-        # a field added since the run was saved reads as its default (a CML run from before --model is a cml run)
-        defaults = json.loads(json.dumps(Config().to_dict()))
-        saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
+        # a field added since the run was saved reads as its default (a CML run from before --model is a cml run);
         # where the data lives does not change a run: a moved checkout may resume it
-        diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k != "data_path")
+        diff = config_differences(saved, config)
         if diff:
             raise RunError(
                 f"--model_dir={model_dir} holds a run with a different config (differs in: {', '.join(diff)}); "
