@@ -25,7 +25,8 @@ from cml_tf.cli import console, data_flags
 from cml_tf.cli.help import grouped_help
 from cml_tf.data.interactions import DataError
 from cml_tf.data.loaders.filters import NothingLeft
-from cml_tf.training.config import GIVEN_SPLIT_DATASETS, MODEL_FIELDS, MODEL_NAMES, PRESETS, REFRESH_NEVER, Config
+from cml_tf.messages import use_flag_names
+from cml_tf.training.config import GIVEN_SPLIT_DATASETS, MODEL_NAMES, PRESETS, REFRESH_NEVER, Config, unused_fields
 
 _D = Config()
 
@@ -37,7 +38,7 @@ flags.DEFINE_enum(
     "code runs them: uncapped stage 2 on a never-refreshed table, batch-distinct popular negatives, no GOR), "
     "collmetric / collmetric_f (CollMetric's CML.py), accurate (the most accurate found within 10 minutes of "
     "training on a 2-core CPU: --loss=softmax over the 2stage candidates, --temperature=0.5, --epochs=50). Flags "
-    "given explicitly override the preset.",
+    "given explicitly override the preset; give it once. Recorded in config.json.",
 )
 flags.DEFINE_string(
     "model",
@@ -78,7 +79,12 @@ flags.DEFINE_string(
     "hardest of --dns_k uniform draws by the current scores) or in_batch (the batch's other positives).",
 )
 flags.DEFINE_integer("batch_size", _D.batch_size, "Positive pairs per step.")
-flags.DEFINE_integer("num_negatives", _D.num_negatives, "|N_ij|: negatives per positive pair.")
+flags.DEFINE_integer(
+    "num_negatives",
+    _D.num_negatives,
+    "|N_ij|: negatives per positive pair (with --loss=softmax: the per-row negatives of the uniform, popular and "
+    "side_info samplers; refused with 2stage and in_batch, whose pool is the candidates or the batch's positives).",
+)
 flags.DEFINE_integer("num_candidates", _D.num_candidates, "C: stage-1 candidates per batch (2stage).")
 flags.DEFINE_float("beta", _D.beta, "Popularity exponent β of the popular and 2-stage samplers.")
 flags.DEFINE_float(
@@ -133,11 +139,11 @@ flags.DEFINE_enum(
     _D.loss,
     ["hinge", "softmax"],
     "hinge: the triplet hinge over the sampled negatives (the paper); softmax: the sampled softmax over logits "
-    "-D(u,v)/τ of the positive against the batch's pool (the 2stage candidates, the per-row negatives, in-batch "
+    "-D²(u,v)/τ of the positive against the batch's pool (the 2stage candidates, the per-row negatives, in-batch "
     "positives), corrected by log q, the user's positives left out.",
 )
 flags.DEFINE_float(
-    "temperature", _D.temperature, "softmax: τ of the logits -D(u,v)/τ (the start with --learn_temperature)."
+    "temperature", _D.temperature, "softmax: τ of the logits -D²(u,v)/τ (the start with --learn_temperature)."
 )
 flags.DEFINE_bool("learn_temperature", _D.learn_temperature, "softmax: train log τ with the tables.")
 flags.DEFINE_bool("softmax_in_batch", _D.softmax_in_batch, "softmax: the batch's positives join the pool of negatives.")
@@ -236,45 +242,18 @@ log = logging.getLogger("cml_tf")
 # flag name -> Config field, for the flags that map one to one.
 # flags parsed from text: stage2_weight_cap ('none' = uncapped), stage2_refresh_every ('never')
 _PARSED_FLAGS = ("stage2_weight_cap", "stage2_refresh_every")
-_CONFIG_FLAGS = [f.name for f in dataclasses.fields(Config) if f.name not in ("dataset_options", *_PARSED_FLAGS)]
-_FEATURE_FLAGS = ("feature_min_count", "feature_l2_reg", "feature_scale", "feature_dropout", "feature_hidden_dim")
+_CONFIG_FLAGS = [
+    f.name for f in dataclasses.fields(Config) if f.name not in ("preset", "dataset_options", *_PARSED_FLAGS)
+]
 
 
 def _ignored_flag(config: Config, flag_values) -> str | None:
-    """A message for the first explicitly given flag that the chosen mode would ignore, else None."""
-    given = [f for f in (*_CONFIG_FLAGS, *_PARSED_FLAGS) if f in flag_values and flag_values[f].present]
-    for name in given:
-        if name in MODEL_FIELDS and config.model not in MODEL_FIELDS[name]:
-            users = " and ".join(f"--model={m}" for m in MODEL_FIELDS[name])
-            return f"--{name} does not apply to --model={config.model} (only {users})"
-        if config.split != "fo" and name == "test_fraction":
-            return f"--test_fraction does not apply to --split={config.split} (only fo)"
-        if config.split == "given" and name in ("num_folds", "fold", "test_fraction"):
-            return f"--{name} does not apply to --split=given (the split is read from its files)"
-        if config.split == "fo" and name in ("num_folds", "fold"):
-            return f"--{name} does not apply to --split=fo (one random split of the interactions)"
-        if config.split == "original" and name in ("num_folds", "fold", "valid_fraction"):
-            return (
-                f"--{name} does not apply to --split=original (CollMetric's fixed 3:1:1 split); "
-                "drop it, or use --split=kfold"
-            )
-        if config.sampler != "2stage" and (name == "num_candidates" or name.startswith("stage2_")):
-            return f"--{name} does not apply to --sampler={config.sampler} (only 2stage has stage-1 candidates)"
-        if config.loss != "softmax" and name in ("temperature", "learn_temperature", "softmax_in_batch"):
-            return f"--{name} does not apply to --loss={config.loss} (only softmax)"
-        if config.loss == "softmax" and (name == "hinge" or name.startswith("stage2_")):
-            return f"--{name} does not apply to --loss=softmax (the softmax reads the whole stage-1 pool)"
-        if config.sampler != "dns" and name == "dns_k":
-            return f"--dns_k does not apply to --sampler={config.sampler} (only dns)"
-        if config.sampler != "popular" and name == "batch_distinct_negatives":
-            return f"--{name} does not apply to --sampler={config.sampler} (only popular)"
-        if config.sampler in ("uniform", "side_info") and name in ("beta", "popularity_smoothing"):
-            return (
-                f"--{name} does not apply to --sampler={config.sampler} "
-                "(only popular and 2stage weigh items by popularity)"
-            )
-        if config.features is None and name in _FEATURE_FLAGS:
-            return f"--{name} does not apply without --features (CML+F)"
+    """A message for the first explicitly given flag that the run of ``config`` does not read
+    (`cml_tf.training.config.unused_fields`, the rule that also saves those fields as None), else None."""
+    unused = unused_fields(config)
+    for name in (*_CONFIG_FLAGS, *_PARSED_FLAGS):
+        if name in unused and name in flag_values and flag_values[name].present:
+            return f"--{name} {unused[name]}"
     return None
 
 
@@ -283,10 +262,12 @@ def config_from_flags(flag_values=FLAGS) -> Config:
 
     Raises ValueError naming the flag for a bad value, or for a flag that the chosen mode ignores.
     """
+    use_flag_names()
     name, options = data_flags.options_from_flags(flag_values)
-    values = dict(PRESETS[flag_values.preset])
+    preset = PRESETS[flag_values.preset]
+    values = {}
     for field in _CONFIG_FLAGS:
-        if field in flag_values and (flag_values[field].present or field not in values):
+        if field in flag_values and (flag_values[field].present or field not in preset):
             values[field] = flag_values[field].value
     values["dataset"] = name
     values["dataset_options"] = options
@@ -296,7 +277,7 @@ def config_from_flags(flag_values=FLAGS) -> Config:
         values["stage2_weight_cap"] = _parse_weight_cap(flag_values.stage2_weight_cap)
     if flag_values["stage2_refresh_every"].present:
         values["stage2_refresh_every"] = _parse_refresh(flag_values.stage2_refresh_every)
-    config = Config(**values)
+    config = Config(preset=flag_values.preset, **values)
     config.validate()
     ignored = _ignored_flag(config, flag_values)
     if ignored:
@@ -347,7 +328,7 @@ def default_model_dir(config: Config, preset: str = "paper") -> str:
     if config.loss != "hinge":
         parts.append(config.loss)
     parts.append(f"b{config.batch_size}")
-    if not (config.loss == "softmax" and config.sampler in ("2stage", "in_batch")):
+    if "num_negatives" not in unused_fields(config):
         parts.append(f"n{config.num_negatives}")
     parts.append(f"{config.split}{config.fold if config.split == 'kfold' else ''}")
     return os.path.join("runs", "-".join(parts))
@@ -491,6 +472,14 @@ def _parse_flags(argv):
         sys.exit(1)
 
 
+def _repeated_preset(argv) -> str | None:
+    """A message when ``--preset`` is given more than once (absl would take the last), else None."""
+    given = [a for a in argv[1:] if a.split("=", 1)[0] in ("--preset", "-preset")]
+    if len(given) < 2:
+        return None
+    return f"--preset given {len(given)} times ({' '.join(given)}): give one; flags given explicitly override it"
+
+
 def run(argv=None):
     argv = list(sys.argv if argv is None else argv)
     if any(a in _HELP for a in argv[1:]):  # absl's --help exits with status 1 and leaves out the data flags
@@ -499,6 +488,9 @@ def run(argv=None):
     if any(a in ("--helpfull", "-helpfull") for a in argv[1:]):
         print(FLAGS.get_help())
         sys.exit(0)
+    repeated = _repeated_preset(argv)
+    if repeated:
+        sys.exit(_error(repeated))
     app.run(main, argv=argv, flags_parser=_parse_flags)
 
 

@@ -287,6 +287,10 @@ def test_cli_trains_resumes_after_kill_and_reports(tmp_path):
         ("--loss=softmax --sampler=dns", "error: --sampler=dns picks hinge negatives by the current scores"),
         ("--loss=softmax --strategy=mirrored", "error: --loss=softmax runs on one device"),
         ("--dns_k=4", "error: --dns_k does not apply to --sampler=2stage (only dns)"),
+        ("--loss=softmax --num_negatives=5", "error: --num_negatives does not apply to --loss=softmax with --sampler"),
+        ("--preset=accurate --num_negatives=5", "error: --num_negatives does not apply to --loss=softmax with"),
+        ("--loss=softmax --hinge=min", "error: --hinge does not apply to --loss=softmax"),
+        ("--preset=accurate --preset=collmetric", "error: --preset given 2 times"),
     ],
 )
 def test_cli_bad_flags_fail_before_training_with_the_flag_named(flag, message, tmp_path):
@@ -325,6 +329,7 @@ def test_cli_help_shows_the_data_flags_first_and_exits_0():
     assert "d: dimension of the user and item embeddings" in text
     assert "no_cache" not in text and "--[no]use_cache" in text
     assert "-v 1" in text and "--helpfull" in text
+    assert text.count("-D²(u,v)/τ") == 2 and "-D(u,v)/τ" not in text  # the softmax logits: squared distances
 
 
 def test_cli_prints_only_its_own_lines_and_one_line_per_period_into_a_file(tmp_path):
@@ -449,6 +454,13 @@ def test_original_split_from_the_command_line_is_collmetrics_whatever_the_seed()
         split = split_data(Config(split="original", seed=seed), data)
         for a, b in ((split.train, reference.train), (split.valid, reference.valid), (split.test, reference.test)):
             assert (a != b).nnz == 0
+
+
+def test_cli_records_the_preset_and_refuses_no_flag_it_sets():
+    configs = _configs_from_flags(("--preset=accurate",), ("--loss=softmax",), ())
+    assert [configs[a].preset for a in configs] == ["accurate", "paper", "paper"]
+    saved = configs[("--preset=accurate",)].resolved().to_dict()
+    assert saved["hinge"] is None and saved["num_negatives"] is None and saved["preset"] == "accurate"
 
 
 def test_collmetric_preset_maps_to_config():

@@ -1,11 +1,9 @@
 """What the commands print: cml_tf's own lines on stderr, and TensorFlow quiet unless asked.
 
-Importing TensorFlow prints start-up lines on every machine (``cudart_stub.cc … Could not find cuda drivers``,
-``cuda_platform.cc … failed call to cuInit: … CUDA error`` on a CPU machine), some from C++ code that logs before
-its logging is initialised and ignores ``TF_CPP_MIN_LOG_LEVEL``. `import_tensorflow` therefore sets that variable
-(for the C++ log lines of the run itself) and points file descriptor 2 at ``/dev/null`` while the import runs;
-Python's own error output is restored before anything can fail in Python. ``verbose=True`` (the commands'
-``-v 1`` / ``--verbosity=1``) leaves everything as TensorFlow prints it.
+Importing TensorFlow prints start-up lines on every machine; `import_tensorflow` (`cml_tf.import_tensorflow`, which
+the Python entry points share) hides them, and ``verbose=True`` (the commands' ``-v 1`` / ``--verbosity=1``)
+leaves everything as TensorFlow prints it. `setup_logging` also makes the messages of the library name flags
+(``--num_candidates``) rather than `Config` fields (`cml_tf.messages`).
 
 This module must not import TensorFlow: the commands check flags and files before they import it.
 """
@@ -13,15 +11,19 @@ This module must not import TensorFlow: the commands check flags and files befor
 from __future__ import annotations
 
 import logging
-import os
 import sys
+
+from cml_tf import import_tensorflow  # noqa: F401 (the commands' name for it)
+from cml_tf.messages import use_flag_names
 
 #: the logger every cml_tf module logs to (``cml_tf.data.loaders`` etc. are its children)
 LOGGER = "cml_tf"
 
 
 def setup_logging(verbose: bool = False) -> None:
-    """cml_tf's log lines as plain messages on stderr; other libraries' Python logging only when ``verbose``."""
+    """cml_tf's log lines as plain messages on stderr, naming flags; other libraries' Python logging only when
+    ``verbose``."""
+    use_flag_names()
     logger = logging.getLogger(LOGGER)
     if not any(getattr(h, "_cml_tf", False) for h in logger.handlers):
         handler = logging.StreamHandler(sys.stderr)
@@ -36,28 +38,6 @@ def setup_logging(verbose: bool = False) -> None:
         from absl import logging as absl_logging
 
         absl_logging.set_verbosity(absl_logging.ERROR)  # e.g. TensorFlow's per-checkpoint and sharding INFO lines
-
-
-def import_tensorflow(verbose: bool = False):
-    """Imports and returns TensorFlow (and Keras) with their start-up lines hidden unless ``verbose``."""
-    if verbose or "tensorflow" in sys.modules:
-        import keras  # noqa: F401
-        import tensorflow
-
-        return tensorflow
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        import keras  # noqa: F401
-        import tensorflow
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-    return tensorflow
 
 
 def fail(message: str) -> None:

@@ -4,5 +4,7 @@ retrieval (``retrieval``) and the servable SavedModel (``saved_model``)."""
 from cml_tf import lazy_exports
 
 __getattr__ = lazy_exports(
-    __name__, {"Recommender": "cml_tf.serving.recommender", "RecommendError": "cml_tf.serving.runs"}
+    __name__,
+    {"Recommender": "cml_tf.serving.recommender", "RecommendError": "cml_tf.serving.runs"},
+    tensorflow=("Recommender",),
 )

@@ -1,7 +1,12 @@
 """The configuration of one run: a frozen dataclass saved whole to ``config.json``.
 
 Flags live only in the command modules (`cml_tf.train`); they build a `Config`. Library code and experiment
-runners build one directly: ``Config(dataset="citeulike", data_path=..., sampler="uniform", batch_size=4096)``.
+runners build one directly: ``Config(dataset="citeulike", data_path=..., sampler="uniform", batch_size=4096)``, or
+from a preset, the fields given overriding it: ``Config(preset="accurate", dataset="citeulike", epochs=25)``.
+
+One rule for the fields a run does not read (`unused_fields`: ``hinge`` with the softmax, ``temperature`` with the
+hinge, ``dns_k`` without ``sampler='dns'``, ...): the commands refuse such a flag given explicitly, and
+``config.json`` holds None for them (`Config.to_dict`); `Config.resolved` sets them back to their defaults.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ import dataclasses
 import json
 import math
 from typing import Any
+
+from cml_tf.messages import wording
 
 # Paper defaults (Tran et al. 2019, section 5): d=128, α=1, Adam lr 1e-4, C=2000, β=1, λ_g by |N_ij|.
 PAPER_GOR_WEIGHT = {1: 0.01, 2: 0.01}
@@ -56,12 +63,85 @@ PROTOCOLS = ("cml", "reference")
 #: data sets whose files are a given split
 GIVEN_SPLIT_DATASETS = ("lightgcn", "recbole")
 SAMPLERS = ("uniform", "popular", "2stage", "side_info", "dns", "in_batch")
+#: CML+F's settings, read only with ``features``
+FEATURE_FIELDS = ("feature_min_count", "feature_l2_reg", "feature_scale", "feature_dropout", "feature_hidden_dim")
+#: fields that record, but do not change, a run: not compared when a run directory is resumed
+RECORD_FIELDS = ("data_path", "preset")
+
+
+def unused_fields(config: Config) -> dict[str, str]:
+    """The fields the run of ``config`` does not read, each with why (``field -> "does not apply to ..."``).
+
+    Decided only by ``model``, ``split``, ``sampler``, ``loss``, ``geometry`` and ``features``, which are always read.
+    The commands refuse these fields given as flags (``--hinge does not apply to --loss=softmax ...``), and
+    ``config.json`` holds None for them.
+    """
+    why: dict[str, str] = {}
+
+    def unused(names, reason):
+        for name in names:
+            why.setdefault(name, reason)
+
+    for name, models in MODEL_FIELDS.items():
+        if config.model not in models:
+            unused(
+                [name],
+                f"does not apply to --model={config.model} (only {' and '.join(f'--model={m}' for m in models)})",
+            )
+    if config.split != "fo":
+        unused(["test_fraction"], f"does not apply to --split={config.split} (only fo)")
+    if config.split == "fo":
+        unused(["num_folds", "fold"], "does not apply to --split=fo (one random split of the interactions)")
+    if config.split == "given":
+        unused(["num_folds", "fold"], "does not apply to --split=given (the split is read from its files)")
+    if config.split == "original":
+        unused(
+            ["num_folds", "fold", "valid_fraction"],
+            "does not apply to --split=original (CollMetric's fixed 3:1:1 split); drop it, or use --split=kfold",
+        )
+    stage2 = [f.name for f in dataclasses.fields(Config) if f.name.startswith("stage2_")]
+    if config.sampler != "2stage":
+        unused(
+            ["num_candidates", *stage2],
+            f"does not apply to --sampler={config.sampler} (only 2stage has stage-1 candidates)",
+        )
+    if config.loss != "softmax":
+        unused(
+            ["temperature", "learn_temperature", "softmax_in_batch"],
+            f"does not apply to --loss={config.loss} (only softmax)",
+        )
+    if config.loss == "softmax":
+        unused(["hinge", *stage2], "does not apply to --loss=softmax (the softmax reads the whole stage-1 pool)")
+        unused(["margin"], "does not apply to --loss=softmax (the margin α is the hinge's)")
+        if config.sampler in ("2stage", "in_batch"):
+            pool = "the stage-1 candidates" if config.sampler == "2stage" else "the batch's positives"
+            unused(
+                ["num_negatives"],
+                f"does not apply to --loss=softmax with --sampler={config.sampler} (the pool of negatives is {pool})",
+            )
+    if config.sampler != "dns":
+        unused(["dns_k"], f"does not apply to --sampler={config.sampler} (only dns)")
+    if config.sampler != "popular":
+        unused(["batch_distinct_negatives"], f"does not apply to --sampler={config.sampler} (only popular)")
+    if config.sampler not in ("popular", "2stage"):
+        unused(
+            ["beta", "popularity_smoothing"],
+            f"does not apply to --sampler={config.sampler} (only popular and 2stage weigh items by popularity)",
+        )
+    if config.features is None:
+        unused(FEATURE_FIELDS, "does not apply without --features (CML+F)")
+        if config.geometry == "sphere":
+            unused(["clip_norm"], "does not apply to --geometry=sphere without --features (only the ball and CML+F)")
+    return why
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Everything that determines a run's result (and where it is written).
 
+    ``preset``: the `PRESETS` entry the config started from (None: the dataclass defaults, the paper's);
+    ``Config(preset="accurate", epochs=25)`` takes the preset's values, then the fields given, as the command
+    takes ``--preset``, then the flags given. It is recorded in ``config.json`` and does not change a run itself.
     Data: ``dataset``, ``data_path``, ``dataset_options`` (loader filters), ``split`` ('kfold' | 'original' |
     'fo' | 'given'), ``num_folds``, ``fold``, ``valid_fraction``, ``test_fraction`` ('fo'); 'given' (the only split
     of the lightgcn and recbole data sets): ``train_path``, ``valid_path``, ``test_path`` (other loaders' files),
@@ -96,6 +176,7 @@ class Config:
     LightGCN's code; None = 'reference' for a given split, else 'cml').
     """
 
+    preset: str | None = None
     # data
     dataset: str = "synthetic"
     data_path: str | None = None
@@ -169,7 +250,10 @@ class Config:
     strategy: str = "default"
 
     def resolved(self) -> Config:
-        """The config with derived defaults filled in (what is saved and run)."""
+        """The config as run: derived defaults filled in (``gor_weight``, ``init_stddev``, ``split_seed``,
+        ``hinge`` with the hinge loss), and the fields the run does not read (`unused_fields`) at their defaults,
+        so that configs that differ only there are equal (``config.json`` holds None for them: `to_dict`)."""
+        self = self._defaults_for_unused()
         gor = self.gor_weight
         if gor is None:  # the paper's λ_g belongs to its hinge; the softmax runs without GOR unless asked
             gor = PAPER_GOR_WEIGHT.get(self.num_negatives, PAPER_GOR_WEIGHT_OTHER) if self.loss == "hinge" else 0.0
@@ -181,7 +265,7 @@ class Config:
             split_seed = 1 if self.split == "original" else 0
         return dataclasses.replace(
             self,
-            hinge=self.hinge or default_hinge(self.sampler, self.num_negatives),
+            hinge=(self.hinge or default_hinge(self.sampler, self.num_negatives)) if self.loss == "hinge" else None,
             gor_weight=float(gor),
             init_stddev=float(init),
             split_seed=int(split_seed),
@@ -189,8 +273,23 @@ class Config:
             dataset_options=dict(self.dataset_options),
         )
 
+    def _defaults_for_unused(self) -> Config:
+        """The config with the fields its run does not read at their defaults (None, from config.json, included)."""
+        defaults = {f.name: _field_default(f) for f in dataclasses.fields(self)}
+        unused = {name: defaults[name] for name in unused_fields(self) if getattr(self, name) != defaults[name]}
+        return dataclasses.replace(self, **unused) if unused else self
+
     def validate(self) -> None:
-        """Raises ValueError naming the flag for values that can never work (before any data is read)."""
+        """Raises ValueError naming the flag (the field, for a Python caller: `cml_tf.messages`) for values that can
+        never work (before any data is read); the fields the run does not read are not checked."""
+        try:
+            self._defaults_for_unused()._check()
+        except ValueError as e:
+            raise ValueError(wording(str(e))) from None
+
+    def _check(self) -> None:
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"--preset: unknown {self.preset!r}; expected one of {', '.join(sorted(PRESETS))}")
         for field in dataclasses.fields(self):  # NaN or infinity in any number: --learning_rate=inf trains NaN
             value = getattr(self, field.name)
             if isinstance(value, float) and not math.isfinite(value):
@@ -314,7 +413,10 @@ class Config:
                 raise ValueError(message)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field by name (what ``config.json`` holds), None for the fields the run does not read."""
+        d = dataclasses.asdict(self)
+        d.update(dict.fromkeys(unused_fields(self)))
+        return d
 
     def model_options(self) -> dict[str, Any]:
         """The model-specific fields the chosen ``model`` reads, by name (see `MODEL_FIELDS`)."""
@@ -322,16 +424,55 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
+        """The config of ``d`` (e.g. a ``config.json``; a field it lacks, such as ``preset`` in one written before
+        that field, reads as its default; a field the run does not read, None there, reads as its default)."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"unknown config keys: {', '.join(unknown)}")
-        return cls(**d)
+        return cls(**d)._defaults_for_unused()
 
     @classmethod
     def load(cls, path: str) -> Config:
         with open(path, encoding="utf-8") as f:
             return cls.from_dict(json.load(f))
+
+
+def _field_default(field: dataclasses.Field) -> Any:
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
+_fields_init = Config.__init__
+
+
+def _init_from_preset(self, *, preset: str | None = None, **fields) -> None:
+    """``Config(preset=None, **fields)``: the preset's values (`PRESETS`), then the fields given."""
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(wording(f"--preset: unknown {preset!r}; expected one of {', '.join(sorted(PRESETS))}"))
+        fields = {**PRESETS[preset], **fields}
+    _fields_init(self, preset=preset, **fields)
+
+
+Config.__init__ = _init_from_preset
+
+
+def config_differences(saved: dict[str, Any], config: Config) -> list[str]:
+    """The fields in which the ``config.json`` dict ``saved`` (of this version or an older one) describes another run
+    than ``config``: the fields either run reads that differ, and the keys this version does not know.
+
+    A field ``saved`` lacks reads as its default; the fields a run does not read count as equal (a run saved before
+    they were None holds their values), as do the `RECORD_FIELDS` (where the data lives, the preset started from).
+    """
+    names = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(saved) - names)
+    before = json.loads(
+        json.dumps(Config.from_dict({k: v for k, v in saved.items() if k in names}).resolved().to_dict())
+    )
+    now = json.loads(json.dumps(config.resolved().to_dict()))
+    return unknown + sorted(k for k in names - set(RECORD_FIELDS) if before.get(k) != now.get(k))
 
 
 PRESETS: dict[str, dict[str, Any]] = {

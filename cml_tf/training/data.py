@@ -13,6 +13,7 @@ import numpy as np
 from cml_tf.data import loaders
 from cml_tf.data.interactions import Interactions
 from cml_tf.data.splits import Split, given_split, make_split
+from cml_tf.messages import wording
 from cml_tf.training.config import Config
 
 log = logging.getLogger("cml_tf")
@@ -118,35 +119,39 @@ def fit_to_data(config: Config, split: Split) -> Config:
 
     ``num_candidates`` (2-stage) above the number of drawable items (the catalog; with ``popularity_smoothing=0``
     the items seen in training) is lowered to that number, with a one-line notice: C = catalog is "every item".
-    ``batch_size`` above the training pairs and ``num_negatives`` not below the catalog are errors.
+    ``batch_size`` above the training pairs and ``num_negatives`` not below the catalog are errors. Messages name
+    the flags under a command, the fields from Python (`cml_tf.messages`).
     """
     n_users, n_items = split.train.shape
     pairs = int(split.train.nnz)
     where = f"the data has {n_users:,} users x {n_items:,} items after its filters"
     if config.batch_size > pairs:
         raise TooLittleData(
-            f"--batch_size={config.batch_size} exceeds the {pairs:,} training pairs ({where}); "
-            f"use --batch_size={pairs} or less"
+            wording(
+                f"--batch_size={config.batch_size} exceeds the {pairs:,} training pairs ({where}); "
+                f"use --batch_size={pairs} or less"
+            )
         )
     if config.num_negatives >= n_items:
-        raise TooLittleData(f"--num_negatives={config.num_negatives} must be below the {n_items:,} items ({where})")
+        raise TooLittleData(
+            wording(f"--num_negatives={config.num_negatives} must be below the {n_items:,} items ({where})")
+        )
     if config.sampler == "2stage":
         drawable = n_items
         if config.popularity_smoothing == 0 and config.beta > 0:
             drawable = int(np.count_nonzero(np.diff(split.train.tocsc().indptr)))
         if config.num_candidates > drawable:
             what = "items" if drawable == n_items else "items with a training interaction (--popularity_smoothing=0)"
+            used = f"--num_candidates={drawable}"
             log.warning(
-                "--num_candidates=%d exceeds the %s %s: using --num_candidates=%d",
-                config.num_candidates,
-                f"{drawable:,}",
-                what,
-                drawable,
+                wording(f"--num_candidates={config.num_candidates} exceeds the {drawable:,} {what}: using {used}")
             )
             config = dataclasses.replace(config, num_candidates=drawable)
         if config.num_negatives > config.num_candidates:
             raise TooLittleData(
-                f"--num_negatives={config.num_negatives} exceeds the {config.num_candidates:,} candidates "
-                f"the data allows ({where})"
+                wording(
+                    f"--num_negatives={config.num_negatives} exceeds the {config.num_candidates:,} candidates "
+                    f"the data allows ({where})"
+                )
             )
     return config

@@ -47,7 +47,7 @@ from cml_tf.evaluation.toplists import sample_users, write_recommendations
 from cml_tf.io import save_npy_atomic, write_json_atomic, write_text_atomic
 from cml_tf.models.base import MetricModel
 from cml_tf.models.features import initialise_items_from_features
-from cml_tf.training.config import Config
+from cml_tf.training.config import Config, config_differences
 from cml_tf.training.distribute import Devices, remove_worker_dir
 
 log = logging.getLogger("cml_tf")
@@ -176,13 +176,10 @@ def check_same_run(
     """
     with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
         saved = json.load(f)
-    current = json.loads(json.dumps(config.to_dict()))
-    # a field added since the run was saved reads as its default (a CML run from before --model is a cml run)
-    defaults = json.loads(json.dumps(Config().to_dict()))
-    saved = {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
-    # the data path is checked with the data's content below
-    ignored = {"data_path", *(LENGTH_FIELDS if total_steps is not None else ())}
-    diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k) and k not in ignored)
+    # a field added since the run was saved reads as its default, the fields a run does not read and the data path
+    # (checked with the data's content below) count as equal (`config_differences`)
+    ignored = set(LENGTH_FIELDS) if total_steps is not None else set()
+    diff = [k for k in config_differences(saved, config) if k not in ignored]
     if diff:
         finished = " finished" if total_steps is None else ""
         raise RunError(
@@ -206,7 +203,8 @@ def check_same_run(
             f"this one ({length}: validations every {eval_every} steps), so it cannot go on from there; use its "
             "former length, or another --model_dir, or --overwrite to start afresh"
         )
-    changed = [f"--{k} {saved[k]} -> {current[k]}" for k in LENGTH_FIELDS if saved.get(k) != current.get(k)]
+    current = config.to_dict()
+    changed = [f"--{k} {saved.get(k)} -> {current[k]}" for k in LENGTH_FIELDS if saved.get(k) != current[k]]
     if changed:
         log.info("%s: the run's length changes (%s): %d steps in all", model_dir, ", ".join(changed), total_steps)
 
