@@ -119,9 +119,25 @@ def _cholesky_inverse(a: np.ndarray, l2: float) -> np.ndarray:
     inv, info = potri(chol, lower=1, overwrite_c=1)
     if info != 0:
         raise BaselineError(f"EASE^R: inverting the Gram matrix + {l2}·I failed (LAPACK potri info {info})")
-    upper = np.triu_indices(n, 1)
-    inv[upper] = inv.T[upper]  # potri fills the lower triangle only
+    symmetrise_lower(inv)  # potri fills the lower triangle only
     return inv
+
+
+def symmetrise_lower(a: np.ndarray, block: int = 2048) -> np.ndarray:
+    """Copies the lower triangle of the square ``a`` onto its upper one, in place, a block of rows at a time: the
+    temporaries are [block, n], where index arrays of the whole upper triangle would take 8·n² bytes (13 GB for
+    Gowalla's 40,981 items, beyond `ease_memory_bytes`).
+
+    Returns:
+        ``a``.
+    """
+    n = a.shape[0]
+    for start in range(0, n, block):
+        end = min(start + block, n)
+        diagonal = a[start:end, start:end]
+        diagonal[...] = np.tril(diagonal) + np.tril(diagonal, -1).T
+        a[start:end, end:] = a[end:, start:end].T
+    return a
 
 
 def available_memory_bytes() -> int:
