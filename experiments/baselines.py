@@ -7,8 +7,10 @@ Protocol (the same folds and metrics as the CML runs, see `cml_tf.training.outpu
   default setting, the rest are drawn from `SEARCH_SPACES`), each scored by validation NDCG@k on
   ``split.valid`` with the training items masked (on a seeded sample of ``eval_users`` validation users, as CML's
   validation); the factors (``factors``, 128 by default as CML's d) are not searched;
-* the chosen model is scored on ``split.test`` with train + valid items masked and MMR computed from the training
-  popularity (``Evaluator(train + valid, test, item_popularity=train counts, scoring="dot")``).
+* the chosen model is scored on ``split.test`` with the items of ``protocol`` masked and MMR computed from the training
+  popularity (``Evaluator.for_split(split, "test", protocol, scoring="dot")``): train + valid under cml_tf's own
+  protocol ("cml", the default), the training file's items only under "reference" (a given split,
+  docs/given_splits.md), as CML's runs test.
 
 The popularity baseline scores every item by its training count (no hyper-parameters). ALS / BPR are implicit's
 CPU models (``implicit.cpu.als`` / ``implicit.cpu.bpr``) fitted on the binary ``users x items`` CSR, ranked by the
@@ -38,6 +40,7 @@ import scipy.sparse as sp
 from cml_tf.evaluation.evaluator import Evaluator
 from cml_tf.evaluation.toplists import sample_users
 from cml_tf.io import write_json_atomic
+from cml_tf.training.config import PROTOCOLS
 
 BASELINES = ("popularity", "als", "bpr", "ease")
 
@@ -71,6 +74,10 @@ class BaselineError(RuntimeError):
     larger than the memory."""
 
 
+class EaseMemoryError(BaselineError):
+    """EASE^R's dense matrices need more than the available memory (a runner may skip EASE^R and go on)."""
+
+
 def ease_memory_bytes(n_items: int, n_users: int | None = None) -> int:
     """Peak bytes of EASE^R's dense matrices.
 
@@ -93,7 +100,7 @@ def _check_ease_memory(n_users: int, n_items: int, max_bytes: int | None, dual: 
     limit = available_memory_bytes() if max_bytes is None else max_bytes
     if need > limit:
         what = f"{n_users:,} x {n_users:,} user" if dual else f"{n_items:,} x {n_items:,} item"
-        raise BaselineError(
+        raise EaseMemoryError(
             f"EASE^R: the {what} matrices need {need / 2**30:.1f} GiB, more than the "
             f"{limit / 2**30:.1f} GiB available; leave ease out of --baselines for this data set"
         )
@@ -112,9 +119,25 @@ def _cholesky_inverse(a: np.ndarray, l2: float) -> np.ndarray:
     inv, info = potri(chol, lower=1, overwrite_c=1)
     if info != 0:
         raise BaselineError(f"EASE^R: inverting the Gram matrix + {l2}·I failed (LAPACK potri info {info})")
-    upper = np.triu_indices(n, 1)
-    inv[upper] = inv.T[upper]  # potri fills the lower triangle only
+    symmetrise_lower(inv)  # potri fills the lower triangle only
     return inv
+
+
+def symmetrise_lower(a: np.ndarray, block: int = 2048) -> np.ndarray:
+    """Copies the lower triangle of the square ``a`` onto its upper one, in place, a block of rows at a time: the
+    temporaries are [block, n], where index arrays of the whole upper triangle would take 8·n² bytes (13 GB for
+    Gowalla's 40,981 items, beyond `ease_memory_bytes`).
+
+    Returns:
+        ``a``.
+    """
+    n = a.shape[0]
+    for start in range(0, n, block):
+        end = min(start + block, n)
+        diagonal = a[start:end, start:end]
+        diagonal[...] = np.tril(diagonal) + np.tril(diagonal, -1).T
+        a[start:end, end:] = a[end:, start:end].T
+    return a
 
 
 def available_memory_bytes() -> int:
@@ -297,6 +320,7 @@ def run_baseline(
     num_threads: int = 2,
     on_fitted: Callable | None = None,
     cap_trials: bool = True,
+    protocol: str = "cml",
 ) -> dict:
     """Tunes one baseline on the validation split, scores the chosen model on the test split, writes run_dir.
 
@@ -316,6 +340,8 @@ def run_baseline(
         num_threads: implicit's threads.
         on_fitted: called as ``on_fitted(fitted)`` with the final model (e.g. to save recommendations).
         cap_trials: hold ``trials`` to `MAX_TRIALS` (EASE^R's 4 draws of λ); False searches ``trials`` of them.
+        protocol: what the test ranking masks (`cml_tf.data.splits.Split.excluded_at_test`): "cml" (train + valid)
+            or "reference" (the training file's items, for a given split); validation always masks train only.
 
     Returns:
         The results dict (also in run_dir/results.json): test metrics, ``params``, ``trials``, ``budget``,
@@ -323,6 +349,8 @@ def run_baseline(
     """
     if name not in BASELINES:
         raise ValueError(f"--baselines: unknown baseline {name!r}; expected one of {', '.join(BASELINES)}")
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"--protocol: unknown {protocol!r}; expected one of {', '.join(PROTOCOLS)}")
     trials = min(trials, MAX_TRIALS.get(name, trials)) if cap_trials else trials
     full_config = {
         **config,
@@ -332,6 +360,7 @@ def run_baseline(
         "factors": factors if name in ("als", "bpr") else None,
         "eval_users": eval_users,
         **({"test_users": test_users, "test_seed": test_seed} if test_users is not None else {}),
+        **({"protocol": protocol} if protocol != "cml" else {}),  # configs of own-split runs stay as they were
         "seed": seed,
         "search_space": SEARCH_SPACES.get(name),
     }
@@ -387,10 +416,10 @@ def run_baseline(
         t0 = time.perf_counter()
         fitted = fit(name, train, best_params, factors=factors, seed=seed, num_threads=num_threads)
         fit_seconds = time.perf_counter() - t0
-    seen = (split.train + split.valid).tocsr()
-    test_eval = Evaluator(
-        seen,
-        split.test,
+    test_eval = Evaluator.for_split(
+        split,
+        "test",
+        protocol,
         k=k,
         users=sample_users(split.test, test_users, test_seed),
         item_popularity=item_popularity,

@@ -231,6 +231,16 @@ def test_ease_dual_scores_equal_the_primal_form(shape):
     np.testing.assert_allclose(baselines.score_function(fitted)(users), want, atol=1e-5)
 
 
+@pytest.mark.parametrize("block", [1, 3, 4, 10, 64])
+def test_ease_symmetrises_the_inverse_block_by_block(block):
+    from experiments import baselines
+
+    a = np.random.default_rng(block).standard_normal((10, 10)).astype(np.float32)
+    want = np.tril(a) + np.tril(a, -1).T
+    assert baselines.symmetrise_lower(a, block=block) is a
+    np.testing.assert_array_equal(a, want)
+
+
 def test_ease_refuses_naming_the_memory_it_would_need():
     from experiments import baselines
 
