@@ -113,7 +113,8 @@ def test_resuming_an_old_run_directory_does_not_refuse_its_config(tmp_path):
     config = Config(preset="accurate").resolved()
     (tmp_path / "results.json").write_text("{}")  # a run that got somewhere
     (tmp_path / "config.json").write_text(json.dumps(_old_config_json(config)))
-    _prepare_run_dir(config, str(tmp_path), overwrite=False)
+    data = {"data_path": config.data_path, "fingerprint": "f", "users": 1, "items": 1, "pairs": 1}  # no data.json
+    _prepare_run_dir(config, str(tmp_path), overwrite=False, data=data)
     assert json.loads((tmp_path / "config.json").read_text())["preset"] == "accurate"
 
 

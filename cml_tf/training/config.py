@@ -94,6 +94,8 @@ def unused_fields(config: Config) -> dict[str, str]:
         unused(["num_folds", "fold"], "does not apply to --split=fo (one random split of the interactions)")
     if config.split == "given":
         unused(["num_folds", "fold"], "does not apply to --split=given (the split is read from its files)")
+    else:
+        unused(["train_path", "valid_path", "test_path"], f"does not apply to --split={config.split} (only given)")
     if config.split == "original":
         unused(
             ["num_folds", "fold", "valid_fraction"],
