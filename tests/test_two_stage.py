@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
+from helpers import synthetic_config
 from references import chi2_pvalue, stage2_sequence_probs, successive_pair_probs, tf_seed
 
 from cml_tf.sampling import two_stage as T
+from cml_tf.training.outputs import read_metrics_csv
 
 
 # ----------------------------------------------------------------------------------------- inverse density
@@ -435,3 +437,65 @@ def test_stage2_joint_law_of_a_rows_draws_matches_the_definition(case):
     exact = stage2_sequence_probs(w, positive, num, replacement=settings.get("replacement", False))
     keys = sorted(exact)
     assert chi2_pvalue(_sequence_counts(picked, keys), [exact[k] for k in keys]) > 1e-3
+
+
+# ------------------------------------------------------------------------------------------------- end to end
+def test_stage2_trains_at_five_negatives_when_a_user_holds_all_but_one_item(tmp_path, monkeypatch):
+    # 100 items, C = 100 (every item a candidate), user 0 holds 99 of them: its rows have ONE non-positive candidate,
+    # so stage 2 at |N_ij| = 5 must add 4 of the user's positives (the old fallback gave index 127 and the step
+    # stopped with "indices[0,3] = 127 is not in [0, 100)"). Every pick is checked inside the step.
+    from cml_tf.data.interactions import Interactions
+    from cml_tf.data.splits import Split
+    from cml_tf.models import step
+    from cml_tf.training import run
+
+    n_users, n_items = 21, 100
+    rng = np.random.default_rng(0)
+    users, items = [0] * 99, list(range(99))  # user 0: items 0..98
+    for u in range(1, n_users):
+        held = rng.choice(n_items, 8, replace=False)
+        users += [u] * 8
+        items += held.tolist()
+    users, items = np.array(users), np.array(items)
+    interactions = Interactions.from_pairs(users, items, n_users, n_items)
+    part = np.where(users == 0, 0, np.arange(users.size) % 8)  # others: 6 train, 1 valid, 1 test items
+
+    def matrix(keep):
+        return Interactions.from_pairs(users[keep], items[keep], n_users, n_items).matrix
+
+    split = Split(train=matrix(part < 6), valid=matrix(part == 6), test=matrix(part == 7))
+    checked = []
+
+    def checked_select(positive_vectors, candidate_vectors, candidate_is_positive, num, seed, **options):
+        picked = T.two_stage_select(positive_vectors, candidate_vectors, candidate_is_positive, num, seed, **options)
+        c = tf.shape(candidate_vectors, out_type=tf.int32)[0]
+        ordered = tf.sort(picked, axis=1)
+        checks = [
+            tf.debugging.assert_non_negative(picked, message="stage 2 picked a negative index"),
+            tf.debugging.assert_less(picked, c, message="stage 2 picked an index outside the candidates"),
+            tf.debugging.assert_positive(ordered[:, 1:] - ordered[:, :-1], message="stage 2 picked one twice"),
+        ]
+        checked.append(num)
+        with tf.control_dependencies(checks):
+            return tf.identity(picked)
+
+    monkeypatch.setattr(step, "two_stage_select", checked_select)
+    config = synthetic_config(
+        n_users,
+        n_items,
+        int(users.size),
+        sampler="2stage",
+        num_negatives=5,
+        num_candidates=100,
+        batch_size=32,
+        embedding_dim=16,
+        max_steps=20,
+        eval_every=20,
+        steps_per_execution=5,
+        k=10,
+    )
+    results = run.train(config, str(tmp_path / "run"), data=(interactions, split), verbose=0)
+    assert checked and set(checked) == {5}  # the step drew through the checked stage 2
+    assert np.isfinite(results["valid"]["ndcg@10"])
+    metrics = read_metrics_csv(str(tmp_path / "run" / "metrics.csv"))
+    assert int(metrics[-1]["step"]) == 20 and np.isfinite(float(metrics[-1]["loss"]))
