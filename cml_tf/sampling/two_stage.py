@@ -16,14 +16,16 @@ The |N_ij| draws of a row are successive (without replacement: each draw renorma
 drawn, as the original's ``np.random.choice(replace=False)``) or independent (``replacement=True``). A draw falls
 back in three levels, always to real candidates (indices in [0, C)):
 
-1. ∝ w over the candidates not yet drawn (successive) or all candidates (independent), positives weighing 0;
+1. ∝ w (or the ``uniform_mix`` mixture) over the candidates not yet drawn (successive) or all candidates
+   (independent), positives weighing 0;
 2. where none of those has a weight: uniform over the non-positive ones;
 3. where no non-positive one is left either: uniform over the candidates not yet drawn (independent: all C), which
    are then all positives of the user.
 
-So a positive is drawn only once every non-positive candidate has been: a row with m < |N_ij| non-positive
-candidates returns all m of them first, then |N_ij| − m distinct positives uniformly (|N_ij| <= C is the config's
-rule). It happens when a user holds at least C − |N_ij| + 1 of the candidates (C lowered to a small catalog).
+So successive draws take a positive only once every non-positive candidate has been drawn: a row with m < |N_ij|
+non-positive candidates returns all m of them first, then |N_ij| − m distinct positives uniformly (|N_ij| <= C is
+the config's rule); it happens when a user holds at least C − |N_ij| + 1 of the candidates (C lowered to a small
+catalog). Independent draws take a positive only in a row whose C candidates are all positives.
 Weights are computed as logits (the uncapped ones overflow float32 at d = 128) and every draw is one
 inverse-CDF search, so the whole stage compiles with XLA into a few loops over the [batch, C] matrix. Seeds are
 stateless ([2] ints), as in `cml_tf.sampling.negatives`.
