@@ -401,6 +401,24 @@ def test_stage2_sequence_reference_by_hand():
     )
 
 
+def test_uniform_index_excluding_skips_the_taken_indices():
+    # C = 6, row 0 has taken {4, 1} (and an invalid 0), row 1 nothing valid, row 2 all but index 5: uniform over the
+    # rest, from the definition: each untaken index with probability 1 / (C − m)
+    rows = 12_000
+    taken = np.tile(np.array([[4, 1, 0, 0, 0], [2, 3, 0, 0, 0], [0, 3, 1, 4, 2]], np.int32), (rows, 1))
+    valid = np.tile(np.array([[1, 1, 0, 0, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1]], bool), (rows, 1))
+    u = tf.random.stateless_uniform([3 * rows, 1], tf_seed(13))
+    got = T._uniform_index_excluding(u, tf.constant(6), tf.constant(taken), tf.constant(valid)).numpy()[:, 0]
+    for r, allowed in enumerate(([0, 2, 3, 5], range(6))):
+        p = np.isin(np.arange(6), list(allowed)) / len(list(allowed))
+        assert chi2_pvalue(np.bincount(got[r::3], minlength=6), p) > 1e-3
+    assert (got[2::3] == 5).all()
+    edge = T._uniform_index_excluding(
+        tf.constant([[0.0], [1.0 - 1e-7]]), tf.constant(6), tf.constant([[0, 5], [0, 5]]), tf.ones([2, 2], tf.bool)
+    ).numpy()[:, 0]
+    assert edge.tolist() == [1, 4]  # u = 0: the first index left; u -> 1: the last one
+
+
 # the joint law of a row's draws on C = 5 hand-made candidates (d = 16): (similarities, positives, |N|, settings)
 JOINT_CASES = {
     # the default path: capped at λ = 4 (w = 1, 1.69, 4, 4 for s = 0, 0.2, 0.5, 0.7), successive; s < 0 weighs 0

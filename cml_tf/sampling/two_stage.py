@@ -214,14 +214,18 @@ def _select_successive(
         taken = tf.reduce_any(
             tf.one_hot(picks, tf.shape(logits)[1], on_value=True, off_value=False) & found[..., None], 1
         )
-        w, f, left, out = tf.where(taken, 0.0, weights), tf.where(taken, 0.0, fallback), ~taken, []
+        w, f, out = tf.where(taken, 0.0, weights), tf.where(taken, 0.0, fallback), []
         for k in range(num):
-            # level 3: no non-positive candidate left, uniform over the candidates not yet drawn (positives)
-            f_or_left = tf.where(tf.reduce_any(f > 0, axis=1, keepdims=True), f, tf.cast(left, f.dtype))
-            drawn = _inverse_cdf_blocked(w, f_or_left, u[:, tries + k : tries + k + 1])[:, 0]
+            v = u[:, tries + k : tries + k + 1]
+            # level 3 (no non-positive candidate left): uniform over the candidates not yet drawn, the row's
+            # draws so far and its found picks still to come (distinct) excluded
+            drawn_so_far = tf.stack(out + [picks[:, j] for j in range(k, num)], axis=1)  # [batch, num]
+            valid = tf.concat([tf.ones_like(found[:, :k]), found[:, k:]], axis=1)
+            level3 = _uniform_index_excluding(v, tf.shape(logits)[1], drawn_so_far, valid)
+            drawn = _inverse_cdf_blocked(w, f, v, uniform=level3)[:, 0]
             pick = tf.where(found[:, k], picks[:, k], drawn)
             new = tf.one_hot(pick, tf.shape(logits)[1], on_value=True, off_value=False) & ~found[:, k : k + 1]
-            w, f, left = tf.where(new, 0.0, w), tf.where(new, 0.0, f), left & ~new
+            w, f = tf.where(new, 0.0, w), tf.where(new, 0.0, f)
             out.append(pick)
         return tf.stack(out, axis=1)
 
@@ -262,7 +266,9 @@ def _draw_weights(logits: tf.Tensor, candidate_is_positive: tf.Tensor, uniform_m
 _BLOCK = 64
 
 
-def _inverse_cdf_blocked(weights: tf.Tensor, fallback: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
+def _inverse_cdf_blocked(
+    weights: tf.Tensor, fallback: tf.Tensor, u: tf.Tensor, uniform: tf.Tensor | None = None
+) -> tf.Tensor:
     """`_inverse_cdf` for several draws per row at O(C / 64 + 64) per draw instead of O(C): under XLA a search is a
     compare-and-count over the row, so the row is cut into blocks of `_BLOCK` candidates: a draw first finds its block
     among the block totals, then its candidate inside the block. Same distribution (up to float rounding of sums).
@@ -273,7 +279,8 @@ def _inverse_cdf_blocked(weights: tf.Tensor, fallback: tf.Tensor, u: tf.Tensor) 
     is the first candidate whose cumulative weight passes the target AND whose own weight is positive: never a
     candidate of weight 0, whatever the rounding.
 
-    Args / Returns: as `_inverse_cdf` (a row with neither weight nor fallback draws uniformly over all C).
+    Args / Returns: as `_inverse_cdf`; ``uniform`` [batch, n] int32 are the draws of the rows with neither weight
+    nor fallback (None: ⌊u·C⌋, uniform over all C).
     """
     b, c = tf.shape(weights)[0], tf.shape(weights)[1]
     blocks = (c + _BLOCK - 1) // _BLOCK
@@ -301,13 +308,38 @@ def _inverse_cdf_blocked(weights: tf.Tensor, fallback: tf.Tensor, u: tf.Tensor) 
     passes = (inner_cdf > (target - before)[:, :, None]) & (inner > 0)
     last_inner = _BLOCK - 1 - tf.argmax(tf.reverse(inner > 0, axis=[2]), axis=2, output_type=tf.int32)
     picked = block * _BLOCK + _first_true(passes, fallback=last_inner)
-    # a row with neither weight nor fallback (all totals 0) would land on the padding: uniform over all C instead
-    return tf.where(tf.reduce_any(totals > 0, axis=1, keepdims=True), picked, _uniform_index(u, c))
+    # a row with neither weight nor fallback (all totals 0) would land on the padding: the uniform draws instead
+    uniform = _uniform_index(u, c) if uniform is None else uniform
+    return tf.where(tf.reduce_any(totals > 0, axis=1, keepdims=True), picked, uniform)
 
 
 def _uniform_index(u: tf.Tensor, c: tf.Tensor) -> tf.Tensor:
-    """[...] int32 ⌊u·C⌋ of uniforms ``u`` in [0, 1): uniform over [0, C) (clipped at C − 1 against rounding)."""
+    """[...] int32 ⌊u·C⌋ of uniforms ``u`` in [0, 1): uniform over [0, C) (clipped at C − 1 against rounding);
+    ``c`` a scalar or broadcastable to ``u``."""
     return tf.minimum(tf.cast(tf.floor(u * tf.cast(c, u.dtype)), tf.int32), c - 1)
+
+
+def _uniform_index_excluding(u: tf.Tensor, c: tf.Tensor, taken: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
+    """Uniform draws over [0, C) minus each row's taken indices, in O(k) per row (no pass over [batch, C]).
+
+    The r-th index not taken, r = ⌊u·(C − m)⌋ with m taken: r is raised by one for each taken index at or below it,
+    in ascending order.
+
+    Args:
+        u: [batch, 1] uniforms in [0, 1).
+        c: C, the number of candidates (scalar).
+        taken: [batch, k] int32 indices in [0, C), distinct where ``valid`` in a row.
+        valid: [batch, k] bool, which of ``taken`` count (at least one index must be left: m < C).
+
+    Returns:
+        [batch, 1] int32 indices in [0, C), none of them a valid taken one.
+    """
+    taken = tf.sort(tf.where(valid, taken, c), axis=1)  # the invalid ones sort last, above every draw
+    m = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1, keepdims=True)  # [batch, 1]
+    r = _uniform_index(u, c - m)
+    for j in range(taken.shape[1]):
+        r += tf.cast(r >= taken[:, j : j + 1], tf.int32)
+    return r
 
 
 def _upper_ones(n, dtype) -> tf.Tensor:
