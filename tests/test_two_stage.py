@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 import tensorflow as tf
-from references import chi2_pvalue, successive_pair_probs, tf_seed
+from helpers import synthetic_config
+from references import chi2_pvalue, stage2_sequence_probs, successive_pair_probs, tf_seed
 
 from cml_tf.sampling import two_stage as T
+from cml_tf.training.outputs import read_metrics_csv
 
 
 # ----------------------------------------------------------------------------------------- inverse density
@@ -117,9 +117,9 @@ def test_two_stage_select_falls_back_to_uniform_over_non_positives():
     counts = np.bincount(picked, minlength=5)
     assert counts[1] == 0
     assert chi2_pvalue(counts, np.where(mask, 0.0, 0.25)) > 1e-3
-    # with too few non-positives, the remaining slots may be positives but never repeat an index
+    # with too few non-positives, the remaining slots are positives (real candidates), never a repeat
     two = _tile_select(pos, cands, np.array([True, True, True, False, True]), 50, 2, tf_seed(9))
-    assert (two[:, 0] == 3).all() and (two[:, 1] != 3).all()
+    assert (two[:, 0] == 3).all() and set(two[:, 1].tolist()) <= {0, 1, 2, 4}
 
 
 def test_two_stage_select_mixes_valid_and_fallback_when_few_valid():
@@ -235,20 +235,6 @@ def _original_spreadout_weights(spreadout_distance, embedding_dim):
     return weights / weights.sum() if weights.sum() > 0 else weights
 
 
-def _successive_probs(w, num):
-    """Exact P(ordered draw) of ``num`` successive draws ∝ w without replacement (np.random.choice(replace=False))."""
-    w = np.asarray(w, np.float64)
-    probs = {}
-    for seq in itertools.permutations(range(len(w)), num):
-        p, left = 1.0, w.sum()
-        for i in seq:
-            p *= w[i] / left if left > 0 else 0.0
-            left -= w[i]
-        if p > 0:
-            probs[seq] = p
-    return probs
-
-
 def _sequence_counts(picked, keys):
     counts = dict.fromkeys(keys, 0)
     for row in map(tuple, picked.tolist()):
@@ -267,7 +253,7 @@ def test_successive_stage2_is_the_original_spreadout_sampler():
     picked = T.two_stage_select(
         np.repeat(pos, rows, 0), cands, np.zeros((rows, sims.size), bool), 3, tf_seed(8), weight_cap=None
     ).numpy()
-    exact = _successive_probs(_original_spreadout_weights(sims, dim), 3)
+    exact = stage2_sequence_probs(_original_spreadout_weights(sims, dim), np.zeros(sims.size, bool), 3)
     keys = sorted(exact)
     assert chi2_pvalue(_sequence_counts(picked, keys), [exact[k] for k in keys]) > 1e-3
 
@@ -318,7 +304,7 @@ def test_stage2_uniform_mix_is_the_mixture_of_the_two_distributions(num):
     w[4] = 0.0
     nonpositive = np.array([1.0, 1, 1, 1, 0])
     p = 0.7 * w / w.sum() + 0.3 * nonpositive / nonpositive.sum()
-    exact = _successive_probs(p, num)
+    exact = stage2_sequence_probs(p, mask[0], num)
     keys = sorted(exact)
     assert chi2_pvalue(_sequence_counts(picked, keys), [exact[k] for k in keys]) > 1e-3
 
@@ -338,3 +324,196 @@ def test_blocked_inverse_cdf_follows_the_weights_across_blocks():
     assert ((picked[rows] >= 0) & (picked[rows] < 150)).all()  # the fallback row: uniform over every candidate
     edge = T._inverse_cdf_blocked(weights[:1], fallback[:1], tf.constant([[0.0, 1.0 - 1e-7]])).numpy()[0]
     assert edge[0] == 0 and edge[1] == 149  # u = 0: the first weighted candidate; u -> 1: the last one
+
+
+# ----------------------------------------------- rows crowded with positives: real, distinct candidates at every |N|
+def _crowded_rows(c, num, rng):
+    """[rows, C] bool positives: none, C − N + 1 (N − 1 non-positives left), C − N, C − 1, all C, half at random."""
+    rows = []
+    for held in (0, c - num + 1, c - num, c - 1, c):
+        for _ in range(3):
+            row = np.zeros(c, bool)
+            row[rng.choice(c, held, replace=False)] = True
+            rows.append(row)
+    rows.append(rng.random(c) < 0.5)
+    return np.stack(rows)
+
+
+STAGE2_SETTINGS = [
+    dict(weight_cap=cap, mask_opposite=True, replacement=False, uniform_mix=0.0) for cap in (None, 1.0, 4.0, 16.0)
+] + [
+    dict(weight_cap=4.0, mask_opposite=False, replacement=False, uniform_mix=0.0),
+    dict(weight_cap=None, mask_opposite=False, replacement=False, uniform_mix=0.3),
+    dict(weight_cap=4.0, mask_opposite=True, replacement=False, uniform_mix=0.3),
+    dict(weight_cap=4.0, mask_opposite=True, replacement=True, uniform_mix=0.0),
+    dict(weight_cap=None, mask_opposite=False, replacement=True, uniform_mix=0.3),
+]
+
+
+@pytest.mark.parametrize("settings", STAGE2_SETTINGS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+@pytest.mark.parametrize("num", [1, 2, 5])
+def test_stage2_returns_real_distinct_candidates_when_positives_crowd_the_row(settings, num):
+    # C = 70: two blocks of 64, the second padded to 128 (the old fallback returned the padding slot 127 or 63)
+    c, d = 70, 16
+    rng = np.random.default_rng(num)
+    mask = _crowded_rows(c, num, rng)
+    pos = rng.normal(size=(len(mask), d))
+    cand = rng.normal(size=(c, d))
+    pos /= np.linalg.norm(pos, axis=1, keepdims=True)
+    cand /= np.linalg.norm(cand, axis=1, keepdims=True)
+    for seed in range(3):
+        picked = T.two_stage_select(
+            tf.constant(pos, tf.float32),
+            tf.constant(cand, tf.float32),
+            tf.constant(mask),
+            num,
+            tf_seed(seed),
+            **settings,
+        ).numpy()
+        assert picked.shape == (len(mask), num)
+        assert ((picked >= 0) & (picked < c)).all(), picked[(picked < 0) | (picked >= c)]
+        for r, row in enumerate(picked.tolist()):
+            non_positive = int((~mask[r]).sum())
+            drawn_positive = mask[r, row]
+            if settings["replacement"]:  # independent draws: a positive only in a row of positives
+                assert not drawn_positive.any() or non_positive == 0, (r, row)
+                continue
+            assert len(set(row)) == num, (r, row)
+            # positives last: every non-positive candidate is drawn before the first positive
+            first = min(num, non_positive)
+            assert not drawn_positive[:first].any() and drawn_positive[first:].all(), (r, row)
+
+
+def test_stage2_sequence_reference_by_hand():
+    # w = (1, 3, 0) with candidate 2 a positive, 3 draws: 0 then 1 (1/4) or 1 then 0 (3/4), then the positive
+    assert stage2_sequence_probs([1.0, 3.0, 0.0], [False, False, True], 3) == pytest.approx(
+        {(0, 1, 2): 0.25, (1, 0, 2): 0.75}
+    )
+    # no weight: uniform over the non-positive ones (0 and 2: 1/2 · 1), then a positive (1 or 3: 1/2)
+    probs = stage2_sequence_probs([0.0] * 4, [False, True, False, True], 3)
+    assert probs == pytest.approx({(0, 2, 1): 1 / 4, (0, 2, 3): 1 / 4, (2, 0, 1): 1 / 4, (2, 0, 3): 1 / 4})
+    # every candidate a positive: uniform over the 3 · 2 ordered pairs, or the 9 pairs with replacement
+    assert stage2_sequence_probs([5.0, 1.0, 2.0], [True] * 3, 2) == pytest.approx(
+        {(a, b): 1 / 6 for a in range(3) for b in range(3) if a != b}
+    )
+    assert stage2_sequence_probs([5.0, 1.0, 2.0], [True] * 3, 2, replacement=True) == pytest.approx(
+        {(a, b): 1 / 9 for a in range(3) for b in range(3)}
+    )
+
+
+def test_uniform_index_excluding_skips_the_taken_indices():
+    # C = 6, row 0 has taken {4, 1} (and an invalid 0), row 1 nothing valid, row 2 all but index 5: uniform over the
+    # rest, from the definition: each untaken index with probability 1 / (C − m)
+    rows = 12_000
+    taken = np.tile(np.array([[4, 1, 0, 0, 0], [2, 3, 0, 0, 0], [0, 3, 1, 4, 2]], np.int32), (rows, 1))
+    valid = np.tile(np.array([[1, 1, 0, 0, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1]], bool), (rows, 1))
+    u = tf.random.stateless_uniform([3 * rows, 1], tf_seed(13))
+    got = T._uniform_index_excluding(u, tf.constant(6), tf.constant(taken), tf.constant(valid)).numpy()[:, 0]
+    for r, allowed in enumerate(([0, 2, 3, 5], range(6))):
+        p = np.isin(np.arange(6), list(allowed)) / len(list(allowed))
+        assert chi2_pvalue(np.bincount(got[r::3], minlength=6), p) > 1e-3
+    assert (got[2::3] == 5).all()
+    edge = T._uniform_index_excluding(
+        tf.constant([[0.0], [1.0 - 1e-7]]), tf.constant(6), tf.constant([[0, 5], [0, 5]]), tf.ones([2, 2], tf.bool)
+    ).numpy()[:, 0]
+    assert edge.tolist() == [1, 4]  # u = 0: the first index left; u -> 1: the last one
+
+
+# the joint law of a row's draws on C = 5 hand-made candidates (d = 16): (similarities, positives, |N|, settings)
+JOINT_CASES = {
+    # the default path: capped at λ = 4 (w = 1, 1.69, 4, 4 for s = 0, 0.2, 0.5, 0.7), successive; s < 0 weighs 0
+    "capped-n3": ([0.7, 0.5, 0.2, 0.0, -0.3], [0, 0, 0, 0, 0], 3, dict(weight_cap=4.0)),
+    "capped-n2-one-positive": ([0.7, 0.5, 0.2, 0.0, 0.3], [0, 0, 0, 0, 1], 2, dict(weight_cap=4.0)),
+    # two weighted candidates, then uniform over the two s < 0 ones (level 2), 4 draws
+    "capped-n4-weight-runs-out": ([0.6, 0.3, -0.2, -0.5, 0.1], [0, 0, 0, 0, 1], 4, dict(weight_cap=4.0)),
+    # C − N + 1 = 3 positives at |N| = 3: the 2 non-positives, then one positive uniformly (level 3)
+    "capped-n3-crowded": ([0.6, 0.3, -0.2, 0.5, 0.1], [1, 0, 1, 0, 1], 3, dict(weight_cap=4.0)),
+    "uncapped-n3-crowded": ([0.6, 0.3, -0.2, 0.5, 0.1], [1, 0, 1, 0, 1], 3, dict(weight_cap=None)),
+    # C − 1 positives, and every candidate a positive
+    "capped-n3-one-left": ([0.6, 0.3, -0.2, 0.5, 0.1], [1, 1, 1, 0, 1], 3, dict(weight_cap=4.0)),
+    "capped-n2-all-positive": ([0.6, 0.3, -0.2, 0.5, 0.1], [1, 1, 1, 1, 1], 2, dict(weight_cap=4.0)),
+    "mixed-n3-crowded": ([0.6, 0.3, -0.2, 0.5, 0.1], [1, 0, 1, 0, 1], 3, dict(weight_cap=4.0, uniform_mix=0.3)),
+    "capped-n1-all-positive": ([0.6, 0.3, -0.2, 0.5, 0.1], [1, 1, 1, 1, 1], 1, dict(weight_cap=4.0)),
+    "replacement-n2-all-positive": ([0.6, 0.3, -0.2, 0.5, 0.1], [1] * 5, 2, dict(weight_cap=4.0, replacement=True)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(JOINT_CASES))
+def test_stage2_joint_law_of_a_rows_draws_matches_the_definition(case):
+    sims, positive, num, settings = JOINT_CASES[case]
+    dim, rows = 16, 20_000
+    sims, positive = np.array(sims), np.array(positive, bool)
+    pos, cands = _hand_vectors(sims, dim)
+    picked = T.two_stage_select(
+        np.repeat(pos, rows, 0), cands, np.tile(positive, (rows, 1)), num, tf_seed(11, num), **settings
+    ).numpy()
+    w = _capped_weights(sims, dim, settings["weight_cap"], 0.0)
+    mix = settings.get("uniform_mix", 0.0)
+    if mix:  # (1 − ρ)·w / Σw + ρ·uniform over the non-positive candidates
+        w = np.where(positive, 0.0, w)
+        w = (1 - mix) * w / w.sum() + mix * ~positive / (~positive).sum()
+    exact = stage2_sequence_probs(w, positive, num, replacement=settings.get("replacement", False))
+    keys = sorted(exact)
+    assert chi2_pvalue(_sequence_counts(picked, keys), [exact[k] for k in keys]) > 1e-3
+
+
+# ------------------------------------------------------------------------------------------------- end to end
+def test_stage2_trains_at_five_negatives_when_a_user_holds_all_but_one_item(tmp_path, monkeypatch):
+    # 100 items, C = 100 (every item a candidate), user 0 holds 99 of them: its rows have ONE non-positive candidate,
+    # so stage 2 at |N_ij| = 5 must add 4 of the user's positives (the old fallback gave index 127 and the step
+    # stopped with "indices[0,3] = 127 is not in [0, 100)"). Every pick is checked inside the step.
+    from cml_tf.data.interactions import Interactions
+    from cml_tf.data.splits import Split
+    from cml_tf.models import step
+    from cml_tf.training import run
+
+    n_users, n_items = 21, 100
+    rng = np.random.default_rng(0)
+    users, items = [0] * 99, list(range(99))  # user 0: items 0..98
+    for u in range(1, n_users):
+        held = rng.choice(n_items, 8, replace=False)
+        users += [u] * 8
+        items += held.tolist()
+    users, items = np.array(users), np.array(items)
+    interactions = Interactions.from_pairs(users, items, n_users, n_items)
+    part = np.where(users == 0, 0, np.arange(users.size) % 8)  # others: 6 train, 1 valid, 1 test items
+
+    def matrix(keep):
+        return Interactions.from_pairs(users[keep], items[keep], n_users, n_items).matrix
+
+    split = Split(train=matrix(part < 6), valid=matrix(part == 6), test=matrix(part == 7))
+    checked = []
+
+    def checked_select(positive_vectors, candidate_vectors, candidate_is_positive, num, seed, **options):
+        picked = T.two_stage_select(positive_vectors, candidate_vectors, candidate_is_positive, num, seed, **options)
+        c = tf.shape(candidate_vectors, out_type=tf.int32)[0]
+        ordered = tf.sort(picked, axis=1)
+        checks = [
+            tf.debugging.assert_non_negative(picked, message="stage 2 picked a negative index"),
+            tf.debugging.assert_less(picked, c, message="stage 2 picked an index outside the candidates"),
+            tf.debugging.assert_positive(ordered[:, 1:] - ordered[:, :-1], message="stage 2 picked one twice"),
+        ]
+        checked.append(num)
+        with tf.control_dependencies(checks):
+            return tf.identity(picked)
+
+    monkeypatch.setattr(step, "two_stage_select", checked_select)
+    config = synthetic_config(
+        n_users,
+        n_items,
+        int(users.size),
+        sampler="2stage",
+        num_negatives=5,
+        num_candidates=100,
+        batch_size=32,
+        embedding_dim=16,
+        max_steps=20,
+        eval_every=20,
+        steps_per_execution=5,
+        k=10,
+    )
+    results = run.train(config, str(tmp_path / "run"), data=(interactions, split), verbose=0)
+    assert checked and set(checked) == {5}  # the step drew through the checked stage 2
+    assert np.isfinite(results["valid"]["ndcg@10"])
+    metrics = read_metrics_csv(str(tmp_path / "run" / "metrics.csv"))
+    assert int(metrics[-1]["step"]) == 20 and np.isfinite(float(metrics[-1]["loss"]))

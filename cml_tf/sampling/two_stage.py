@@ -13,9 +13,20 @@ candidates with s < 0 by w(|s|) instead of 0 (the density is symmetric; the orig
 ``uniform_mix`` = ρ draws from (1 − ρ)·w / Σw + ρ·uniform over the non-positive candidates.
 
 The |N_ij| draws of a row are successive (without replacement: each draw renormalised over the candidates not yet
-drawn, as the original's ``np.random.choice(replace=False)``) or independent (``replacement=True``); never a positive
-of the user; where no candidate has a weight left the draw falls back to uniform over the remaining non-positive
-candidates. Weights are computed as logits (the uncapped ones overflow float32 at d = 128) and every draw is one
+drawn, as the original's ``np.random.choice(replace=False)``) or independent (``replacement=True``). A draw falls
+back in three levels, always to real candidates (indices in [0, C)):
+
+1. ∝ w (or the ``uniform_mix`` mixture) over the candidates not yet drawn (successive) or all candidates
+   (independent), positives weighing 0;
+2. where none of those has a weight: uniform over the non-positive ones;
+3. where no non-positive one is left either: uniform over the candidates not yet drawn (independent: all C), which
+   are then all positives of the user.
+
+So successive draws take a positive only once every non-positive candidate has been drawn: a row with m < |N_ij|
+non-positive candidates returns all m of them first, then |N_ij| − m distinct positives uniformly (|N_ij| <= C is
+the config's rule); it happens when a user holds at least C − |N_ij| + 1 of the candidates (C lowered to a small
+catalog). Independent draws take a positive only in a row whose C candidates are all positives.
+Weights are computed as logits (the uncapped ones overflow float32 at d = 128) and every draw is one
 inverse-CDF search, so the whole stage compiles with XLA into a few loops over the [batch, C] matrix. Seeds are
 stateless ([2] ints), as in `cml_tf.sampling.negatives`.
 """
@@ -91,9 +102,10 @@ def two_stage_select(
     Args:
         positive_vectors: [batch, d] unit vectors of the positive items (no gradient needed).
         candidate_vectors: [C, d] unit vectors of the stage-1 candidates.
-        candidate_is_positive: [batch, C] bool, candidates that are positives of the row's user (never drawn
-            unless fewer than ``num`` non-positive candidates are left).
-        num: |N_ij|.
+        candidate_is_positive: [batch, C] bool, candidates that are positives of the row's user: weight 0, drawn
+            only where no non-positive candidate is left (the module's fallback levels 1-3: uniformly, after all
+            the non-positive ones).
+        num: |N_ij| <= C.
         seed: [2] int stateless seed.
         weight_cap: λ of `stage2_logits` (None: the paper's uncapped weights, hardest-negative mining at d = 128).
         cutoff: D_min of `stage2_logits` (0: off).
@@ -102,7 +114,7 @@ def two_stage_select(
         uniform_mix: ρ in [0, 1]: the weight of uniform over the non-positive candidates in the mixture.
 
     Returns:
-        [batch, num] int32 indices into the candidates.
+        [batch, num] int32 indices into the candidates, in [0, C); distinct within a row unless ``replacement``.
     """
     options = dict(
         weight_cap=None if weight_cap is None else float(weight_cap),
@@ -180,8 +192,10 @@ def _select_successive(
     """Successive draws (without replacement), compiled with XLA: the first ``num`` distinct items of a sequence of
     independent draws are exactly a successive sample. Each row takes 2·``num`` independent inverse-CDF draws from
     one cumulative sum and keeps its first distinct ones; a row left short (repeats, or fewer weighted candidates
-    than ``num``) is completed draw by draw, each renormalised over the candidates not yet drawn (and falling back
-    to uniform over the remaining non-positive ones once no weight is left), which continues the same sequence."""
+    than ``num``) is completed draw by draw, each renormalised over the candidates not yet drawn, which continues the
+    same sequence: ∝ w while a weight is left, then uniform over the remaining non-positive candidates, then uniform
+    over the remaining candidates (all positives; the tries of a row without any non-positive candidate are uniform
+    over all C, the first level-3 draws)."""
     logits = _logits(positive_vectors, candidate_vectors, weight_cap, cutoff, mask_opposite)
     weights, fallback = _draw_weights(logits, candidate_is_positive, uniform_mix, bounded=weight_cap is not None)
     tries = _tries(num)  # u: [batch, tries + num] uniforms, the tries' and then the completion's
@@ -202,7 +216,13 @@ def _select_successive(
         )
         w, f, out = tf.where(taken, 0.0, weights), tf.where(taken, 0.0, fallback), []
         for k in range(num):
-            drawn = _inverse_cdf_blocked(w, f, u[:, tries + k : tries + k + 1])[:, 0]
+            v = u[:, tries + k : tries + k + 1]
+            # level 3 (no non-positive candidate left): uniform over the candidates not yet drawn, the row's
+            # draws so far and its found picks still to come (distinct) excluded
+            drawn_so_far = tf.stack(out + [picks[:, j] for j in range(k, num)], axis=1)  # [batch, num]
+            valid = tf.concat([tf.ones_like(found[:, :k]), found[:, k:]], axis=1)
+            level3 = _uniform_index_excluding(v, tf.shape(logits)[1], drawn_so_far, valid)
+            drawn = _inverse_cdf_blocked(w, f, v, uniform=level3)[:, 0]
             pick = tf.where(found[:, k], picks[:, k], drawn)
             new = tf.one_hot(pick, tf.shape(logits)[1], on_value=True, off_value=False) & ~found[:, k : k + 1]
             w, f = tf.where(new, 0.0, w), tf.where(new, 0.0, f)
@@ -246,7 +266,9 @@ def _draw_weights(logits: tf.Tensor, candidate_is_positive: tf.Tensor, uniform_m
 _BLOCK = 64
 
 
-def _inverse_cdf_blocked(weights: tf.Tensor, fallback: tf.Tensor, u: tf.Tensor) -> tf.Tensor:
+def _inverse_cdf_blocked(
+    weights: tf.Tensor, fallback: tf.Tensor, u: tf.Tensor, uniform: tf.Tensor | None = None
+) -> tf.Tensor:
     """`_inverse_cdf` for several draws per row at O(C / 64 + 64) per draw instead of O(C): under XLA a search is a
     compare-and-count over the row, so the row is cut into blocks of `_BLOCK` candidates: a draw first finds its block
     among the block totals, then its candidate inside the block. Same distribution (up to float rounding of sums).
@@ -257,7 +279,8 @@ def _inverse_cdf_blocked(weights: tf.Tensor, fallback: tf.Tensor, u: tf.Tensor) 
     is the first candidate whose cumulative weight passes the target AND whose own weight is positive: never a
     candidate of weight 0, whatever the rounding.
 
-    Args / Returns: as `_inverse_cdf`.
+    Args / Returns: as `_inverse_cdf`; ``uniform`` [batch, n] int32 are the draws of the rows with neither weight
+    nor fallback (None: ⌊u·C⌋, uniform over all C).
     """
     b, c = tf.shape(weights)[0], tf.shape(weights)[1]
     blocks = (c + _BLOCK - 1) // _BLOCK
@@ -284,7 +307,39 @@ def _inverse_cdf_blocked(weights: tf.Tensor, fallback: tf.Tensor, u: tf.Tensor) 
     inner_cdf = tf.matmul(inner, _upper_ones(_BLOCK, weights.dtype))
     passes = (inner_cdf > (target - before)[:, :, None]) & (inner > 0)
     last_inner = _BLOCK - 1 - tf.argmax(tf.reverse(inner > 0, axis=[2]), axis=2, output_type=tf.int32)
-    return block * _BLOCK + _first_true(passes, fallback=last_inner)
+    picked = block * _BLOCK + _first_true(passes, fallback=last_inner)
+    # a row with neither weight nor fallback (all totals 0) would land on the padding: the uniform draws instead
+    uniform = _uniform_index(u, c) if uniform is None else uniform
+    return tf.where(tf.reduce_any(totals > 0, axis=1, keepdims=True), picked, uniform)
+
+
+def _uniform_index(u: tf.Tensor, c: tf.Tensor) -> tf.Tensor:
+    """[...] int32 ⌊u·C⌋ of uniforms ``u`` in [0, 1): uniform over [0, C) (clipped at C − 1 against rounding);
+    ``c`` a scalar or broadcastable to ``u``."""
+    return tf.minimum(tf.cast(tf.floor(u * tf.cast(c, u.dtype)), tf.int32), c - 1)
+
+
+def _uniform_index_excluding(u: tf.Tensor, c: tf.Tensor, taken: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
+    """Uniform draws over [0, C) minus each row's taken indices, in O(k) per row (no pass over [batch, C]).
+
+    The r-th index not taken, r = ⌊u·(C − m)⌋ with m taken: r is raised by one for each taken index at or below it,
+    in ascending order.
+
+    Args:
+        u: [batch, 1] uniforms in [0, 1).
+        c: C, the number of candidates (scalar).
+        taken: [batch, k] int32 indices in [0, C), distinct where ``valid`` in a row.
+        valid: [batch, k] bool, which of ``taken`` count (at least one index must be left: m < C).
+
+    Returns:
+        [batch, 1] int32 indices in [0, C), none of them a valid taken one.
+    """
+    taken = tf.sort(tf.where(valid, taken, c), axis=1)  # the invalid ones sort last, above every draw
+    m = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1, keepdims=True)  # [batch, 1]
+    r = _uniform_index(u, c - m)
+    for j in range(taken.shape[1]):
+        r += tf.cast(r >= taken[:, j : j + 1], tf.int32)
+    return r
 
 
 def _upper_ones(n, dtype) -> tf.Tensor:
@@ -310,7 +365,8 @@ def _inverse_cdf(weights: tf.Tensor, fallback: tf.Tensor, u: tf.Tensor) -> tf.Te
         u: [batch, n] uniforms in [0, 1): n independent draws per row.
 
     Returns:
-        [batch, n] int32 indices into the candidates.
+        [batch, n] int32 indices into the candidates, in [0, C): where a row has neither weight nor fallback
+        (every candidate a positive), uniform over all C.
     """
     has_weight = tf.reduce_any(weights > 0, axis=1, keepdims=True)
     weights = tf.where(has_weight, weights, fallback)
@@ -319,4 +375,5 @@ def _inverse_cdf(weights: tf.Tensor, fallback: tf.Tensor, u: tf.Tensor) -> tf.Te
     # guard against u * total rounding up to total: the last candidate with a positive weight
     num_candidates = tf.shape(cdf)[1]
     last = num_candidates - 1 - tf.argmax(tf.reverse(weights > 0, axis=[1]), axis=1, output_type=tf.int32)
-    return tf.minimum(picked, last[:, None])
+    picked = tf.minimum(picked, last[:, None])
+    return tf.where(cdf[:, -1:] > 0, picked, _uniform_index(u, num_candidates))
