@@ -35,3 +35,14 @@ def restore_logging():
         logger.handlers[:] = handlers
         logger.propagate = propagate
         logger.setLevel(level)
+
+
+@pytest.fixture(autouse=True)
+def python_wording():
+    """A command called in-process switches messages to flag names (`cml_tf.messages.use_flag_names`); each test
+    starts as a Python user, with field names."""
+    from cml_tf.messages import use_flag_names
+
+    use_flag_names(False)
+    yield
+    use_flag_names(False)

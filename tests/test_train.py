@@ -132,14 +132,14 @@ def test_finished_run_says_so_with_its_results(finished_run, caplog):
 def test_num_candidates_above_the_catalog_is_lowered_with_a_notice_and_saved(tmp_path, caplog):
     with caplog.at_level("INFO", logger="cml_tf"):
         training.train(tiny_config(num_candidates=10_000, max_steps=20), str(tmp_path), verbose=0)
-    assert "--num_candidates=10000 exceeds the 500 items: using --num_candidates=500" in caplog.text
+    assert "num_candidates=10000 exceeds the 500 items: using num_candidates=500" in caplog.text  # Python: fields
     assert Config.load(str(tmp_path / "config.json")).num_candidates == 500
     # the same config again is the same run (finished), not "a different config"
     training.train(tiny_config(num_candidates=10_000, max_steps=20), str(tmp_path), verbose=0)
 
 
 def test_batch_larger_than_the_training_pairs_fails_before_the_run_directory(tmp_path):
-    with pytest.raises(TooLittleData, match=r"--batch_size=5000 exceeds the 3,993 training pairs"):
+    with pytest.raises(TooLittleData, match=r"^batch_size=5000 exceeds the 3,993 training pairs"):
         training.train(tiny_config(batch_size=5000), str(tmp_path / "run"), verbose=0)
     assert not (tmp_path / "run").exists()
 
