@@ -23,3 +23,11 @@ def use_flag_names(on: bool = True) -> None:
 def wording(message: str) -> str:
     """``message`` for its reader: as written (``--name``) under a command, else with ``name`` for ``--name``."""
     return message if _flag_names else _FLAG.sub("", message)
+
+
+class OptionError(ValueError):
+    """A one-line error about an option, written naming flags (``--k=9 exceeds …``): `str` gives it in its reader's
+    words (`wording`), so the same exception names ``k=9`` for a Python user and ``--k=9`` under a command."""
+
+    def __str__(self) -> str:
+        return wording(super().__str__())

@@ -108,11 +108,11 @@ def test_fewer_unseen_items_than_k_gives_them_all(rec, run):
         (lambda r: r.recommend("zed", k=2), r"unknown user id 'zed'.*4 users"),
         (lambda r: r.recommend(["ann", "x1", "x2"], k=2), r"unknown user ids 'x1', 'x2'"),
         (lambda r: r.similar_items("i99", k=2), r"unknown item id 'i99'.*8 items"),
-        (lambda r: r.recommend("ann", k=0), r"--k must be a positive integer, got 0"),
-        (lambda r: r.recommend("ann", k=-3), r"--k must be a positive integer, got -3"),
-        (lambda r: r.recommend("ann", k=9), r"--k=9 exceeds the catalogue \(8 items\)"),
-        (lambda r: r.similar_items("i0", k=8), r"--k=8 exceeds the catalogue less the item itself \(7 items\)"),
-        (lambda r: next(r.recommend_all(k=0)), r"--k must be a positive integer"),
+        (lambda r: r.recommend("ann", k=0), r"^k must be a positive integer, got 0"),
+        (lambda r: r.recommend("ann", k=-3), r"^k must be a positive integer, got -3"),
+        (lambda r: r.recommend("ann", k=9), r"^k=9 exceeds the catalogue \(8 items\)"),
+        (lambda r: r.similar_items("i0", k=8), r"^k=8 exceeds the catalogue less the item itself \(7 items\)"),
+        (lambda r: next(r.recommend_all(k=0)), r"^k must be a positive integer"),
     ],
 )
 def test_bad_input_is_one_clear_line(rec, call, message):
@@ -227,9 +227,9 @@ def test_names_shown_with_recommendations_and_names_file_errors(run, tmp_path):
 
 
 def test_index_choice_and_unknown_index(run):
-    with pytest.raises(RecommendError, match="--index: unknown 'annoy'"):
+    with pytest.raises(RecommendError, match="^index: unknown 'annoy'"):
         Recommender.from_run(run[0], index="annoy")
-    with pytest.raises(RecommendError, match="--seen: unknown 'test'"):
+    with pytest.raises(RecommendError, match="^seen: unknown 'test'"):
         Recommender.from_run(run[0], seen="test")
     pytest.importorskip("faiss")
     exact = Recommender.from_run(run[0])

@@ -165,8 +165,8 @@ def test_saved_index_is_reused_only_with_its_build_parameters_and_source(table, 
 @pytest.mark.parametrize(
     "kind, params, message",
     [
-        ("ivf", {"nlist": 0}, "--nlist"),
-        ("ivf", {"nlist": 4, "nprobe": 5}, "--nprobe"),
+        ("ivf", {"nlist": 0}, "^nlist must be in"),
+        ("ivf", {"nlist": 4, "nprobe": 5}, "^nprobe must be in"),
         ("hnsw", {"hnsw_m": 0}, "hnsw_m"),
     ],
 )

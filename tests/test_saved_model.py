@@ -133,13 +133,13 @@ def test_serving_blocks_and_padding_inside_the_saved_model(tmp_path):
 def test_bad_export_requests_are_refused(tmp_path):
     model_dir, _ = fake_run.make_run(tmp_path)
     rec = Recommender.from_run(model_dir)
-    with pytest.raises(RecommendError, match="--k must be a positive integer, got 0"):
+    with pytest.raises(RecommendError, match="^k must be a positive integer, got 0"):
         export_saved_model(rec, str(tmp_path / "a"), k=0)
-    with pytest.raises(RecommendError, match=r"--k=8 exceeds the catalogue less the queried item \(7 items\)"):
+    with pytest.raises(RecommendError, match=r"^k=8 exceeds the catalogue less the queried item \(7 items\)"):
         export_saved_model(rec, str(tmp_path / "a"), k=8)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
-    with pytest.raises(RecommendError, match="exists and is not empty; use --overwrite"):
+    with pytest.raises(RecommendError, match="exists and is not empty; use overwrite"):
         export_saved_model(rec, str(tmp_path / "full"), k=2)
     export_saved_model(rec, str(tmp_path / "full"), k=2, overwrite=True)
     assert os.path.isfile(tmp_path / "full" / "saved_model.pb")

@@ -182,7 +182,7 @@ def test_genres_feed_cml_f(tmp_path):
     x = loaders.load("movielens", path, use_cache=False)
     features = item_features(config, x)
     assert features.shape == (3, 19) and features.nnz == 6
-    with pytest.raises(ValueError, match="--features=genres needs --dataset=movielens"):
+    with pytest.raises(ValueError, match="^features=genres needs dataset=movielens"):
         Config(dataset="citeulike", features="genres").validate()
 
 
@@ -191,7 +191,7 @@ def test_side_info_sampler_needs_a_data_set_with_side_info():
 
     Config(dataset="movielens", sampler="side_info").validate()
     Config(dataset="citeulike-t", sampler="side_info").validate()
-    with pytest.raises(ValueError, match="--sampler=side_info needs item side information"):
+    with pytest.raises(ValueError, match="^sampler=side_info needs item side information"):
         Config(dataset="synthetic", sampler="side_info").validate()
 
 

@@ -30,6 +30,8 @@ import os
 import numpy as np
 import scipy.sparse as sp
 
+from cml_tf.messages import OptionError
+
 INDEX_TYPES = ("exact", "hnsw", "ivf")
 DEFAULT_MEMORY_BYTES = 256 << 20
 FAISS_INSTALL_HINT = "faiss is not installed; install the extra: pip install 'cml_tf[ann]' (or pip install faiss-cpu)"
@@ -40,7 +42,7 @@ IVF_DEFAULTS = {"nlist": None, "nprobe": None}  # None: nlist = 4 sqrt(n) (at mo
 IVF_TRAIN_PER_LIST = 64  # k-means training points per list (faiss warns below 39); 10 iterations
 
 
-class RetrievalError(ValueError):
+class RetrievalError(OptionError):
     """A retrieval request that cannot be served (bad k, missing faiss, mismatched shapes)."""
 
 

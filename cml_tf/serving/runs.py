@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from cml_tf.data.interactions import DataError, hash_ids
+from cml_tf.messages import OptionError
 from cml_tf.serving import retrieval
 
 EMBEDDING_FILES = ("user_embeddings.npy", "item_embeddings.npy", "user_ids.npy", "item_ids.npy")
@@ -27,7 +28,7 @@ SEEN_CHOICES = ("train", "all")
 SEEN_CACHE_VERSION = 1
 
 
-class RecommendError(ValueError):
+class RecommendError(OptionError):
     """Input that cannot be served: an unknown id, an unfinished run, a bad k. The message is one line."""
 
 
