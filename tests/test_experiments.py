@@ -1,5 +1,6 @@
 """The Table 2 runner (experiments/table2.py), its baselines and its tables, on a tiny synthetic data set."""
 
+import csv
 import dataclasses
 import json
 import os
@@ -159,12 +160,14 @@ def test_baseline_tuning_picks_best_validation_trial(tmp_path):
         baselines.run_baseline("bpr", split, str(tmp_path / "bpr"), config={"fold": 0}, trials=4, factors=8)
 
 
-def test_benchmark_prints_training_and_ratio_tables(capsys):
-    """experiments/benchmark.py end to end on tiny catalogs: one row per grid cell, the 1M/26k-style ratio table."""
-    from experiments import benchmark
+def test_bench_grid_prints_training_and_ratio_tables(capsys, tmp_path):
+    """`python -m experiments.bench grid` on tiny catalogs: one row per grid cell, the 1M/26k-style ratio table,
+    and the run appended to <out>/grid.md and grid.csv."""
+    from experiments.bench.__main__ import main
 
-    benchmark.main(
+    main(
         [
+            "grid",
             "--parts=train",
             "--catalogs=3000,6000",
             "--samplers=uniform,2stage",
@@ -174,9 +177,11 @@ def test_benchmark_prints_training_and_ratio_tables(capsys):
             "--nnz=4000",
             "--steps=20",
             "--repeats=1",
+            f"--out={tmp_path}",
         ]
     )
     out = capsys.readouterr().out
+    assert out.startswith("## bench grid: ") and "commit " in out and " cores, TF " in out
     rows = [line for line in out.splitlines() if line.startswith("| 3000 |") or line.startswith("| 6000 |")]
     assert len(rows) == 4
     for line in rows:
@@ -185,6 +190,99 @@ def test_benchmark_prints_training_and_ratio_tables(capsys):
     assert "Step time at 6,000 items / step time at 3,000 items" in out
     ratio_rows = [line for line in out.splitlines() if line.startswith("| uniform | 1 | 64 |")]
     assert len(ratio_rows) == 1 and float(ratio_rows[0].split("|")[4]) > 0
+    assert (tmp_path / "grid.md").read_text() == out
+    cells = list(csv.DictReader((tmp_path / "grid.csv").open()))
+    assert {c["column"] for c in cells} >= {"items", "sampler", "pairs_per_s", "ratio"}
+    assert all(float(c["value"]) > 0 for c in cells if c["column"] == "pairs_per_s")
+
+
+def test_bench_report_renders_and_appends_hand_made_rows(tmp_path):
+    from experiments.bench.report import Stamp, Table, render, write_results
+
+    stamp = Stamp("2 cores, TF 2.21.0, Keras 3.15.1", "abc1234", "2026-12-07 12:00 UTC")
+    rows = [
+        {"code": "floor", "pairs/s": 38157.4, "min..max": "35,475..40,860", "/ floor": 1.0},
+        {"code": "a | b", "pairs/s": 34303.0, "min..max": "32,695..36,428", "/ floor": 0.899, "n": 5},
+    ]
+    table = Table("2-stage end to end", ["code", "pairs/s", "min..max", "/ floor", "n"], rows, ["* a note"])
+    expected = (
+        "## bench end_to_end: 2 cores, TF 2.21.0, Keras 3.15.1, commit abc1234, 2026-12-07 12:00 UTC\n\n"
+        "`python -m experiments.bench end_to_end --rounds=5`\n\n"
+        "### 2-stage end to end\n\n"
+        "| code | pairs/s | min..max | / floor | n |\n"
+        "|---|---:|---|---:|---:|\n"
+        "| floor | 38,157 | 35,475..40,860 | 1.00 |  |\n"
+        "| a \\| b | 34,303 | 32,695..36,428 | 0.90 | 5 |\n\n"
+        "* a note\n"
+    )
+    command = "python -m experiments.bench end_to_end --rounds=5"
+    assert render("end_to_end", command, [table], stamp) == expected
+    write_results(str(tmp_path), "end_to_end", command, [table], stamp)
+    write_results(str(tmp_path), "end_to_end", command, [table], stamp)
+    assert (tmp_path / "end_to_end.md").read_text() == expected + "\n" + expected
+    lines = (tmp_path / "end_to_end.csv").read_text().splitlines()
+    assert lines[0] == "date,commit,machine,command,table,row,column,value"
+    assert len(lines) == 1 + 2 * 9  # 4 + 5 filled cells per run, twice
+    assert lines[1] == (
+        '2026-12-07 12:00 UTC,abc1234,"2 cores, TF 2.21.0, Keras 3.15.1",'
+        "python -m experiments.bench end_to_end --rounds=5,2-stage end to end,0,code,floor"
+    )
+    assert lines[2].endswith(",0,pairs/s,38157.4")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "error: the following arguments are required: subcommand"),
+        (["speed"], "error: argument subcommand: invalid choice: 'speed'"),
+        (["grid", "--rounds=0"], "error: argument --rounds: expected an integer >= 1, got 0"),
+        (["grid", "--parts=train,gpu"], "error: --parts: unknown gpu"),
+        (["step", "--variants=[1]"], "error: argument --variants: expected a JSON object"),
+        (["end_to_end", "--floor=linear"], "error: argument --floor: invalid choice: 'linear'"),
+        (["end_to_end", "--preset=fastest"], "error: --preset: unknown 'fastest'"),
+        (["floor", "--bogus=1"], "error: unrecognized arguments: --bogus=1"),
+    ],
+)
+def test_bench_bad_subcommand_or_flag_is_one_line(argv, message, capsys, tmp_path):
+    from experiments.bench.__main__ import main
+
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, f"--out={tmp_path}"] if argv else argv)
+    assert stop.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+    assert not list(tmp_path.iterdir())
+
+
+def test_bench_end_to_end_alternates_the_softmax_floor_and_the_preset(capsys, monkeypatch):
+    """`end_to_end --preset=accurate --floor=softmax` on a tiny catalog: floor and cml_tf rounds alternate, the ratio
+    is the medians' and the target note names it."""
+    from experiments.bench import end_to_end, timing
+    from experiments.bench.__main__ import main
+
+    calls = []
+    monkeypatch.setattr(end_to_end, "run_floor", lambda *a: calls.append(("floor", a)) or {"pairs_per_s": 100.0})
+    monkeypatch.setattr(end_to_end, "time_tree", lambda tree, args, kw: calls.append(("tree", kw)) or 80.0)
+    main(["end_to_end", "--preset=accurate", "--floor=softmax", "--target=0.7", "--rounds=2", "--items=3000", "--out="])
+    assert [c[0] for c in calls] == ["floor", "tree", "floor", "tree"]
+    assert calls[0][1] == ("softmax", 31500, 3000, 256, 1)
+    assert calls[1][1] == {"preset": "accurate", "overrides": {}}
+    out = capsys.readouterr().out
+    assert "| softmax floor | 100 | 100..100 | 1.00 |" in out
+    assert "0.80 of the softmax floor (target >= 0.7: met)" in out
+    assert timing.floor_script("softmax") == timing.FLOORS["softmax"]
+    assert timing.floor_script("hinge", 5) == timing.FLOOR_N
+
+
+def test_bench_end_to_end_times_a_tree_with_the_accurate_preset():
+    """The child process end_to_end runs per round, on this tree with the softmax preset (tiny sizes)."""
+    import argparse
+
+    from experiments.bench import end_to_end
+    from experiments.bench.report import ROOT
+
+    args = argparse.Namespace(users=100, items=2500, nnz=2000, batch_size=32, num_negatives=1, steps=20)
+    assert end_to_end.time_tree(ROOT, args, {"preset": "accurate", "overrides": {"num_candidates": 500}}) > 0
 
 
 def test_ease_equals_the_closed_form_by_hand():
@@ -473,19 +571,17 @@ def test_accurate_linear_baselines_sit_beside_the_choice_and_never_take_part():
 
 
 def test_bench_step_prints_the_step_alone_fed_and_the_pipeline(capsys):
-    from experiments import bench_step
+    from experiments.bench.__main__ import main
 
-    argv = ["--users=300", "--items=3000", "--nnz=6000", "--steps=20", "--rounds=1", "--num_negatives=2"]
-    bench_step.main(argv + ['--variants={"default": {}, "no GOR": {"gor_weight": 0}}'])
+    argv = ["step", "--users=300", "--items=3000", "--nnz=6000", "--steps=20", "--rounds=1", "--num_negatives=2"]
+    main(argv + ['--variants={"default": {}, "no GOR": {"gor_weight": 0}}', "--out="])
     rows = {
         line.split("|")[1].strip(): line.split("|")[2:] for line in capsys.readouterr().out.splitlines() if "|" in line
     }
     for name in ("default", "no GOR"):
         alone, fed = float(rows[f"{name}: the step alone"][0]), float(rows[f"{name}: the step fed by the pipeline"][0])
         assert alone > 0 and fed > 0
-        assert float(rows[f"{name}: the step fed by the pipeline"][2]) == pytest.approx(
+        assert float(rows[f"{name}: the step fed by the pipeline"][3]) == pytest.approx(
             fed - alone, abs=0.02
         )  # each cell rounded to 0.01
     assert float(rows["the 2-stage input pipeline alone"][0]) > 0
-    with pytest.raises(SystemExit):
-        bench_step.main(argv + ["--variants=[1]"])

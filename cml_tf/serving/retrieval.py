@@ -36,7 +36,7 @@ INDEX_TYPES = ("exact", "hnsw", "ivf")
 DEFAULT_MEMORY_BYTES = 256 << 20
 FAISS_INSTALL_HINT = "faiss is not installed; install the extra: pip install 'cml_tf[ann]' (or pip install faiss-cpu)"
 
-# Tuned on synthetic clustered tables (experiments/bench_retrieval.py, experiments/BENCHMARKS.md).
+# Tuned on synthetic clustered tables (python -m experiments.bench retrieval, experiments/BENCHMARKS.md).
 HNSW_DEFAULTS = {"hnsw_m": 32, "ef_construction": 64, "ef_search": 128}
 IVF_DEFAULTS = {"nlist": None, "nprobe": None}  # None: nlist = 4 sqrt(n) (at most n / 39), nprobe = nlist / 32
 IVF_TRAIN_PER_LIST = 64  # k-means training points per list (faiss warns below 39); 10 iterations

@@ -5,12 +5,13 @@ grouped by user, log-normal activity), 385k songs (``SO`` + 16 characters, Zipf 
 many 1s (geometric, plus a heavy tail). Then loads it with ``cml_tf.data.loaders.load('echonest', ...)`` (parse +
 paper filters + CSR, no cache) in a child process and reports wall time and the child's peak RSS (``ru_maxrss``).
 
-    python experiments/bench_load.py                 # 48M rows
-    python experiments/bench_load.py --rows=2000000  # quick
+    python -m experiments.bench load                    # 48M rows
+    python -m experiments.bench load --rows=2000000     # quick
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -19,9 +20,10 @@ import tempfile
 import time
 
 import numpy as np
-from absl import app, flags
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from experiments.bench.report import ROOT, Table
+
+COLUMNS = ["rows", "file_gb", "generate_s", "load_s", "peak_rss_gb", "users", "items", "interactions"]
 FULL_ROWS = 48_373_586
 FULL_USERS = 1_019_318
 FULL_SONGS = 384_546
@@ -124,32 +126,14 @@ def run_load_benchmark(rows: int = FULL_ROWS, workdir: str | None = None, keep: 
     return result
 
 
-def format_result(r: dict) -> str:
-    head = (
-        f"{'rows':>12} {'file GB':>8} {'gen s':>7} {'load s':>7} {'peak GB':>8} {'users':>9} {'items':>8} {'pairs':>10}"
-    )
-    row = (
-        f"{r['rows']:>12,} {r['file_gb']:>8.2f} {r['generate_s']:>7.1f} {r['load_s']:>7.1f} {r['peak_rss_gb']:>8.2f} "
-        f"{r['users']:>9,} {r['items']:>8,} {r['interactions']:>10,}"
-    )
-    return head + "\n" + row
+def add_arguments(p) -> None:
+    """The load benchmark's flags."""
+    p.add_argument("--rows", type=int, default=FULL_ROWS, help="rows of the generated Echonest file")
+    p.add_argument("--workdir", default=None, help="where the generated file lives (default: $TMPDIR/cml_tf_bench)")
+    p.add_argument("--keep", action=argparse.BooleanOptionalAction, default=True, help="keep the file for the next run")
 
 
-def _define_flags() -> None:
-    """Flags are defined only when run as a script, so importing this module defines none."""
-    flags.DEFINE_integer("rows", FULL_ROWS, "Rows of the generated Echonest file.")
-    flags.DEFINE_string("workdir", None, "Where the generated file lives (default: $TMPDIR/cml_tf_bench).")
-    flags.DEFINE_bool("keep", True, "Keep the generated file for the next run.")
-    flags.DEFINE_bool("json", False, "Print the result as JSON.")
-
-
-def main(argv):
-    del argv
-    f = flags.FLAGS
-    r = run_load_benchmark(f.rows, f.workdir, keep=f.keep)
-    print(json.dumps(r) if f.json else format_result(r))
-
-
-if __name__ == "__main__":
-    _define_flags()
-    app.run(main)
+def run(args) -> list[Table]:
+    """One table of one row."""
+    row = run_load_benchmark(args.rows, args.workdir, keep=args.keep)
+    return [Table(f"Raw Echonest-format load, {args.rows:,} rows (target < 120 s, < 8 GB at 48M rows)", COLUMNS, [row])]

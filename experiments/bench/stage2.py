@@ -1,33 +1,34 @@
 """Stage 2's cost before and after a change: the |N_ij| = 1 stage-2 draw of an earlier commit against this tree's.
 
-    python experiments/bench_stage2.py --before=3b5dd16
+    python -m experiments.bench stage2 --before=3b5dd16
 
 Times ``two_stage_select`` (B = 256 positives, C = 2000 candidates, d = 128) of ``cml_tf/samplers.py`` at the
 ``--before`` commit and of the working tree, with the weight uncapped, at the default cap λ and with a cut-off,
 alternating the variants over ``--rounds`` rounds in one process, so that the ratios hold even on a busy machine.
-Prints a Markdown table of the median milliseconds per call and the ratio to the earlier code.
+Reports the median milliseconds per call (min..max over the rounds) and the ratio to the earlier code.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import subprocess
-import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from experiments.bench.flags import common
+from experiments.bench.report import ROOT, Table, median, spread
+from experiments.bench.timing import alternate
 
 
 def load_samplers_at(rev: str):
     """cml_tf/samplers.py as it was at ``rev``, imported as a stand-alone module."""
-    source = subprocess.run(
-        ["git", "show", f"{rev}:cml_tf/samplers.py"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout
+    shown = subprocess.run(["git", "show", f"{rev}:cml_tf/samplers.py"], cwd=ROOT, capture_output=True, text=True)
+    if shown.returncode:
+        from cml_tf.cli import console
+
+        console.fail(f"--before: no cml_tf/samplers.py at {rev!r}")
+    source = shown.stdout
     path = os.path.join(tempfile.mkdtemp(), "samplers_before.py")
     with open(path, "w", encoding="utf-8") as f:
         f.write(source)
@@ -37,13 +38,14 @@ def load_samplers_at(rev: str):
     return module
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--before", default="3b5dd16", help="the earlier commit")
-    p.add_argument("--rounds", type=int, default=15)
+def add_arguments(p) -> None:
+    """The stage-2 benchmark's flags."""
+    common(p, before="3b5dd16", rounds=15)
     p.add_argument("--calls", type=int, default=50, help="calls per variant and round")
-    args = p.parse_args(argv)
 
+
+def run(args) -> list[Table]:
+    """One table: each variant's median ms a call and its ratio to the earlier commit's."""
     import numpy as np
     import tensorflow as tf
 
@@ -69,20 +71,19 @@ def main(argv=None) -> None:
     for fn in variants.values():  # trace, compile, warm up
         for _ in range(10):
             fn().numpy()
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.rounds):
-        for name, fn in variants.items():
-            t0 = time.perf_counter()
-            for _ in range(args.calls):
-                out = fn()
-            out.numpy()
-            times[name].append((time.perf_counter() - t0) / args.calls * 1e3)
-    base = float(np.median(times[next(iter(variants))]))
-    print(f"| stage 2, B={batch}, C={candidates}, d={dim}, \\|N_ij\\| = 1 | median ms / call | ratio |")
-    print("|---|---:|---:|")
-    for name, values in times.items():
-        print(f"| {name} | {np.median(values):.2f} | {np.median(values) / base:.2f} |")
 
+    def ms_per_call(fn) -> float:
+        t0 = time.perf_counter()
+        for _ in range(args.calls):
+            out = fn()
+        out.numpy()
+        return (time.perf_counter() - t0) / args.calls * 1e3
 
-if __name__ == "__main__":
-    main()
+    times = alternate(args.rounds, {name: lambda fn=fn: ms_per_call(fn) for name, fn in variants.items()})
+    base = median(times[next(iter(variants))])
+    rows = [
+        {"variant": name, "ms / call": median(v), "min..max": spread(v), "ratio": median(v) / base}
+        for name, v in times.items()
+    ]
+    heading = f"Stage 2, B={batch}, C={candidates}, d={dim}, |N_ij| = 1: median of {args.rounds} alternating rounds"
+    return [Table(heading, ["variant", "ms / call", "min..max", "ratio"], rows)]

@@ -1,20 +1,23 @@
-"""Benchmark of the full-ranking `Evaluator` on random data.
+"""Full-ranking evaluation time of `cml_tf.evaluation.Evaluator` on random embeddings.
 
-Usage:
-    python experiments/bench_eval.py                      # 30k users x 160k items, d=128, k=50
-    python experiments/bench_eval.py --users 5000 --items 20000 --batch-size 256 512
+    python -m experiments.bench eval                                   # 30k users x 160k items, d=128, k=50
+    python -m experiments.bench eval --users=5000 --items=20000 --batch_size=512
+
+Times ``Evaluator.evaluate`` twice on random unit-scale embeddings (~20 train and ~5 test items per user) and
+reports the second (warm) call; the first includes tracing.
 """
 
 from __future__ import annotations
 
-import argparse
-import os
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
+import scipy.sparse as sp
 
-import numpy as np  # noqa: E402
-import scipy.sparse as sp  # noqa: E402
+from experiments.bench.flags import common
+from experiments.bench.report import Table
+
+COLUMNS = ["users", "items", "d", "k", "batch_size", "setup_s", "first_call_s", "seconds", "users_per_s"]
 
 
 def random_split(n_users: int, n_items: int, n_train: int = 20, n_test: int = 5, seed: int = 0):
@@ -45,7 +48,7 @@ def random_split(n_users: int, n_items: int, n_train: int = 20, n_test: int = 5,
     return build(cols[:, :n_tr]), build(cols[:, n_tr:])
 
 
-def run_eval_benchmark(
+def measure(
     n_users: int = 30000,
     n_items: int = 160000,
     d: int = 128,
@@ -98,22 +101,16 @@ def run_eval_benchmark(
     }
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--users", type=int, default=30000)
-    p.add_argument("--items", type=int, default=160000)
+def add_arguments(p) -> None:
+    """The evaluation benchmark's flags."""
+    common(p, users=30000, items=160000, batch_size=None)
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--k", type=int, default=50)
-    p.add_argument("--batch-size", type=int, nargs="*", default=[None], help="one or more batch sizes to time")
     p.add_argument("--scoring", choices=("distance", "dot"), default="distance")
-    args = p.parse_args(argv)
-
-    cols = ["users", "items", "d", "k", "batch_size", "setup_s", "first_call_s", "seconds", "users_per_s"]
-    print(" | ".join(f"{c:>12}" for c in cols))
-    for bs in args.batch_size:
-        r = run_eval_benchmark(args.users, args.items, args.dim, args.k, bs, args.scoring)
-        print(" | ".join(f"{r[c]:>12.2f}" if isinstance(r[c], float) else f"{r[c]:>12}" for c in cols))
 
 
-if __name__ == "__main__":
-    main()
+def run(args) -> list[Table]:
+    """One table of one row."""
+    row = measure(args.users, args.items, args.dim, args.k, args.batch_size, args.scoring)
+    heading = f"Evaluation: full ranking, k={args.k}, {args.users:,} users x {args.items:,} items, d={args.dim}"
+    return [Table(heading, COLUMNS, [row])]

@@ -1,11 +1,12 @@
 """The speed floor of ../shared/bench/floor.py at any |N_ij|: a bare TensorFlow 2-stage CML step.
 
-    python experiments/floor.py N_USERS N_ITEMS [BATCH [NUM_NEGATIVES]]   ->  ms/step and positive pairs/s
+    python experiments/bench/floor_n.py N_USERS N_ITEMS [BATCH [NUM_NEGATIVES]]   ->  ms/step and positive pairs/s
 
 The same step as the shared floor (stage 1: C = 2000 popularity candidates by ``tf.random.categorical``; forward
 and backward of the triplet hinge, min over the negatives; stage 2: ``tf.random.categorical`` over the inverse-
 density logits of the s > 0 candidates; NO optimizer update), with |N_ij| negatives per positive drawn by that
-categorical (independent draws). At |N_ij| = 1 it is the shared floor.
+categorical (independent draws). At |N_ij| = 1 it is the shared floor. A stand-alone script (run in a fresh process
+by `experiments.bench.timing.run_floor`), not a subcommand.
 """
 
 import sys

@@ -1,14 +1,14 @@
 """Training pairs/s and full-ranking evaluation time per model (`cml_tf.models`), at experiments/hlr_table.py's
 settings.
 
-    python -m experiments.bench_models                       # ml-100k (10-core, ratings >= 4), fo split
-    python -m experiments.bench_models --models=cml,hlr --steps=100
+    python -m experiments.bench models                       # ml-100k (10-core, ratings >= 4), fo split
+    python -m experiments.bench models --models=cml-uniform,hlr --steps=100
 
 For each model: a fresh instance at the table's settings (d = 100, batch 1,000, one uniform negative, ball, Adam,
 M = 20, P = 50; CML also with the 2-stage sampler), warmed up by one `fit` of ``--warmup`` steps (tracing), then
 timed over one `fit` of ``--steps`` steps (20 steps per compiled call); then every test user is ranked against the
 whole catalog twice with the evaluator (`Evaluator.evaluate_model`: one matmul per batch for CML, chunks of users x
-items for the relational models) and the second call is timed (the first one traces). Prints a Markdown table.
+items for the relational models) and the second call is timed (the first one traces).
 """
 
 from __future__ import annotations
@@ -18,19 +18,21 @@ import sys
 import time
 import warnings
 
+from experiments.bench.flags import common, names
+from experiments.bench.report import Table
 
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.bench_models")
-    p.add_argument("--models", default="cml-uniform,cml-2stage,lrml,transcf,attcml,hlr")
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--warmup", type=int, default=40)
-    args = p.parse_args(argv)
+COLUMNS = ["model", "pairs/s", "ms/step", "full ranking s", "users", "chunk"]
 
-    from cml_tf.cli import console
 
-    console.setup_logging(False)
-    console.import_tensorflow(False)
-    warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed")
+def add_arguments(p) -> None:
+    """The model benchmark's flags."""
+    p.add_argument("--models", type=names, default=["cml-uniform", "cml-2stage", "lrml", "transcf", "attcml", "hlr"])
+    p.add_argument("--warmup", type=int, default=40, help="steps of the warm-up fit (tracing)")
+    common(p, steps=200)
+
+
+def run(args) -> list[Table]:
+    """One row per model."""
     import dataclasses
 
     from cml_tf.data import loaders
@@ -40,18 +42,14 @@ def main(argv: list[str]) -> int:
     from cml_tf.training.run import build_model
     from experiments.hlr_table import DATASETS, run_config
 
+    warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed")
     name, path, options = DATASETS["ml-100k"]
     interactions = loaders.load(name, path, **options)
     settings = argparse.Namespace(epochs=1.0, evals=1, eval_users=None)
     split = split_data(run_config(settings, "ml-100k", "cml-uniform", 0, 1), interactions)
     seen = (split.train + split.valid).tocsr()
-    print(
-        f"ml-100k: {interactions.n_users:,} users x {interactions.n_items:,} items; "
-        f"{split.train.nnz:,} training pairs; {args.steps} timed steps of 1,000 pairs",
-        flush=True,
-    )
-    print("| model | pairs/s | ms/step | full ranking s | users | chunk |\n|---|---:|---:|---:|---:|---:|")
-    for method in args.models.split(","):
+    rows = []
+    for method in args.models:
         config = run_config(settings, "ml-100k", method, 0, split.train.nnz, 5e-3)
         config = fit_to_data(dataclasses.replace(config, steps_per_execution=20).resolved(), split)
         model = build_model(config, *split.train.shape, steps_per_execution=20, train=split.train)
@@ -66,14 +64,19 @@ def main(argv: list[str]) -> int:
         t0 = time.perf_counter()
         evaluator.evaluate_model(model)
         ranking = time.perf_counter() - t0
-        chunk = getattr(evaluator, "last_chunk", None) if model.relational else "–"
-        print(
-            f"| {method} | {args.steps * config.batch_size / seconds:,.0f} | {1000 * seconds / args.steps:.1f} | "
-            f"{ranking:.2f} | {len(evaluator.users):,} | {chunk} |",
-            flush=True,
+        rows.append(
+            {
+                "model": method,
+                "pairs/s": args.steps * config.batch_size / seconds,
+                "ms/step": 1000 * seconds / args.steps,
+                "full ranking s": ranking,
+                "users": len(evaluator.users),
+                "chunk": getattr(evaluator, "last_chunk", None) if model.relational else "–",
+            }
         )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+        print(f"{method}: {rows[-1]}", file=sys.stderr, flush=True)
+    heading = (
+        f"ml-100k: {interactions.n_users:,} users x {interactions.n_items:,} items; {split.train.nnz:,} training "
+        f"pairs; {args.steps} timed steps of 1,000 pairs"
+    )
+    return [Table(heading, COLUMNS, rows)]
