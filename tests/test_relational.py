@@ -427,7 +427,7 @@ def test_recommend_refuses_a_relational_run_with_one_line(tmp_path):
         np.save(run / "embeddings" / name, np.zeros(2))
     (run / "results.json").write_text("{}")
     (run / "config.json").write_text(json.dumps(Config(model="hlr").to_dict()))
-    with pytest.raises(RecommendError, match="holds a --model=hlr run"):
+    with pytest.raises(RecommendError, match="holds a model=hlr run"):
         check_run(str(run))
     (run / "config.json").write_text(json.dumps(Config().to_dict()))
     check_run(str(run))
