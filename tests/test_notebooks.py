@@ -151,6 +151,6 @@ def test_notebook_on_runs_of_several_data_sets_and_losses(name, tmp_path, monkey
     if name.startswith("01"):
         assert "3 configurations: " in text
         assert "2-stage b=256 synthetic loss=hinge |N|=1: 2 run(s)" in text
-        assert "2-stage b=256 synthetic loss=softmax |N|=1: 1 run(s)" in text
+        assert "2-stage b=256 synthetic loss=softmax |N|=0: 1 run(s)" in text
     else:
         assert "movielens: 1 runs; 3 items" in text and "synthetic: 2 runs; 5 items" in text

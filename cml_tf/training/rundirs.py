@@ -109,7 +109,9 @@ def cell_label(config: dict, cell: str | None = None) -> str:
     names variants of a sampler, which share its config's ``sampler``)."""
     match = _CELL.match(cell) if cell else None
     sampler = match["sampler"] if match else config.get("sampler", "?")
-    return f"{SAMPLER_LABELS.get(sampler, sampler)} b={config.get('batch_size')} |N|={config.get('num_negatives')}"
+    label = f"{SAMPLER_LABELS.get(sampler, sampler)} b={config.get('batch_size')}"
+    negatives = config.get("num_negatives")  # None where the run reads none (the softmax over a shared pool)
+    return label if negatives is None else f"{label} |N|={negatives}"
 
 
 def _read_config(path: str) -> dict:
@@ -162,8 +164,8 @@ def find_runs(runs_dir: str, fold: int | None = None) -> list[Run]:
         match = _CELL.match(run.key)
         return (
             _SAMPLER_ORDER.get(match["sampler"] if match else c.get("sampler"), 4),
-            -int(c.get("batch_size", 0)),
-            int(c.get("num_negatives", 0)),
+            -int(c.get("batch_size") or 0),
+            int(c.get("num_negatives") or 0),  # None: not read by the run (config.json since the unused-fields rule)
             run.fold if run.fold is not None else -1,
             run.key,
         )
