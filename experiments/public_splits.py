@@ -44,6 +44,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from cml_tf import import_tensorflow  # noqa: E402
+
+import_tensorflow()  # its start-up lines hidden, as the commands hide them
+
 from experiments.negatives_study import _markdown, read_rows  # noqa: E402
 from experiments.stage2_sweep import DATA, _fmt, append_command  # noqa: E402
 
