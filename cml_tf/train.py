@@ -92,6 +92,12 @@ flags.DEFINE_float(
     _D.popularity_smoothing,
     "Added to item counts before ^β; 0 never draws items absent from training (the original's behaviour).",
 )
+flags.DEFINE_float(
+    "popularity_uniform_mix",
+    _D.popularity_uniform_mix,
+    "popular, 2stage: ε, draw items (stage-1 candidates for 2stage) from (1 - ε)·popularity^β + ε·uniform over the "
+    "catalog (0 = popularity alone).",
+)
 flags.DEFINE_string(
     "stage2_weight_cap",
     str(_D.stage2_weight_cap).lower(),
@@ -401,7 +407,17 @@ _HELP_GROUPS = [
     ),
     (
         "Sampling",
-        ["sampler", "batch_size", "num_negatives", "num_candidates", "beta", "popularity_smoothing", "loss", "hinge"],
+        [
+            "sampler",
+            "batch_size",
+            "num_negatives",
+            "num_candidates",
+            "beta",
+            "popularity_smoothing",
+            "popularity_uniform_mix",
+            "loss",
+            "hinge",
+        ],
         ("stage2_", "batch_distinct_negatives", "dns_k", "temperature", "learn_temperature", "softmax_in_batch"),
     ),
     (

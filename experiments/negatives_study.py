@@ -86,6 +86,14 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     ),
     "cap1-mean": ("2-stage, λ = 1, one hinge per negative", {"stage2_weight_cap": 1.0, "hinge": "mean"}),
     "cap16-mean": ("2-stage, λ = 16, one hinge per negative", {"stage2_weight_cap": 16.0, "hinge": "mean"}),
+    "pmix0.5-mean": (
+        "2-stage, stage-1 candidates by 0.5·popularity + 0.5·uniform, one hinge per negative",
+        {"popularity_uniform_mix": 0.5, "hinge": "mean"},
+    ),
+    "pmix0.75-mean": (
+        "2-stage, stage-1 candidates by 0.25·popularity + 0.75·uniform, one hinge per negative",
+        {"popularity_uniform_mix": 0.75, "hinge": "mean"},
+    ),
     "uniform-mean": ("uniform@256, one hinge per negative", {"sampler": "uniform", "hinge": "mean"}),
 }
 #: the screen: every variant but the large batch (its own check, --variants=uniform-b4096)

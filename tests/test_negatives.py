@@ -42,6 +42,17 @@ def test_popularity_log_weights_hand():
     np.testing.assert_allclose(w[1:], np.log([1, 3, 7]))
 
 
+def test_popularity_log_weights_mixed_with_uniform_hand():
+    counts = np.array([0, 1, 3])  # smoothing 1: weights 1, 2, 4 -> q = 1/7, 2/7, 4/7
+    mixed = np.exp(S.popularity_log_weights(counts, 1.0, uniform_mix=0.5))
+    np.testing.assert_allclose(mixed, [0.5 / 7 + 1 / 6, 1 / 7 + 1 / 6, 2 / 7 + 1 / 6])
+    np.testing.assert_allclose(np.exp(S.popularity_log_weights(counts, 1.0, uniform_mix=1.0)), 1 / 3)  # uniform
+    np.testing.assert_allclose(S.popularity_log_weights(counts, 1.0, uniform_mix=0.0), np.log([1, 2, 4]))
+    # an item absent from training (smoothing 0) is drawable again, with weight ε/n
+    absent = np.exp(S.popularity_log_weights(counts, 1.0, smoothing=0.0, uniform_mix=0.25))
+    np.testing.assert_allclose(absent, [0.25 / 3, 0.75 / 4 + 0.25 / 3, 0.75 * 3 / 4 + 0.25 / 3])
+
+
 def test_item_sampler_rejects_bad_weights():
     with pytest.raises(ValueError, match="shape"):
         S.ItemSampler(np.zeros(3), 4)

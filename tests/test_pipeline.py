@@ -55,6 +55,7 @@ def _assert_same(a, b):
         (dict(sampler="uniform", num_negatives=N_ITEMS), "--num_negatives"),
         (dict(beta=-1.0), "--beta"),
         (dict(popularity_smoothing=-0.5), "--popularity_smoothing"),
+        (dict(popularity_uniform_mix=1.5), "--popularity_uniform_mix"),
     ],
 )
 def test_spec_validate_names_the_flag(kw, flag):
@@ -158,6 +159,41 @@ def test_candidates_sorted_unique_and_mask_matches_dense(train):
         np.testing.assert_array_equal(e["candidate_is_positive"], dense[e["users"]][:, c])
         saw_positive |= e["candidate_is_positive"].any()
     assert saw_positive  # not vacuous
+
+
+def test_stage1_mixed_with_uniform_follows_a_reference_without_replacement():
+    # items 0..29 by popularity (item j has j // 3 positives: items 0-2 none), items 30..39 absent from training
+    rows, cols = [], []
+    for j in range(30):
+        for u in range(j // 3):
+            rows.append(u)
+            cols.append(j)
+    train = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(12, N_ITEMS))
+    eps, c, steps = 0.5, 10, 600
+    counts = np.bincount(train.indices, minlength=N_ITEMS).astype(float)
+    q = counts / counts.sum()  # smoothing 0: popularity alone never draws the absent items
+    p = (1 - eps) * q + eps / N_ITEMS
+    stream = TrainingStream(
+        train, _spec("2stage", num_candidates=c, popularity_smoothing=0.0, popularity_uniform_mix=eps), seed=4
+    )
+    seen = np.zeros(N_ITEMS)
+    for e in stream.dataset(0, steps):
+        seen[e["candidates"].numpy()] += 1
+    rng = np.random.default_rng(0)  # the reference: successive draws without replacement by p (numpy's choice)
+    ref = np.zeros(N_ITEMS)
+    for _ in range(20_000):
+        ref[rng.choice(N_ITEMS, size=c, replace=False, p=p)] += 1
+    ref /= 20_000
+    got = seen / steps
+    sd = np.sqrt(ref * (1 - ref) / steps)
+    assert np.all(np.abs(got - ref) < 4.5 * sd + 0.01), np.round(np.c_[got, ref], 3)
+    assert got[30:].min() > 0 and got[:3].min() > 0  # absent items are drawn (ε/n each) ...
+    assert got[29] > got[3] + 0.1  # ... and popularity still weighs (item 29: 9 positives, item 3: 1)
+    plain = TrainingStream(train, _spec("2stage", num_candidates=c, popularity_smoothing=0.0), seed=4)
+    never = set()
+    for e in plain.dataset(0, 50):
+        never |= set(e["candidates"].numpy().tolist())
+    assert never.isdisjoint(range(30, 40)) and never.isdisjoint(range(3))  # without the mix they never are
 
 
 def test_every_step_draws_with_its_own_seed(train):

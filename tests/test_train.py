@@ -278,6 +278,11 @@ def test_cli_trains_resumes_after_kill_and_reports(tmp_path):
         ("--sampler=uniform --stage2_cutoff=0.5", "error: --stage2_cutoff does not apply to --sampler=uniform"),
         ("--sampler=popular --stage2_weight_cap=4", "error: --stage2_weight_cap does not apply to --sampler=popular"),
         ("--stage2_uniform_mix=1.5", "error: --stage2_uniform_mix must be in [0, 1], got 1.5"),
+        ("--popularity_uniform_mix=-0.1", "error: --popularity_uniform_mix must be in [0, 1], got -0.1"),
+        (
+            "--sampler=uniform --popularity_uniform_mix=0.5",
+            "error: --popularity_uniform_mix does not apply to --sampler=uniform",
+        ),
         ("--hinge=max", "error: flag --hinge=max"),
         ("--sampler=uniform --stage2_replacement", "error: --stage2_replacement does not apply to --sampler=uniform"),
         ("--batch_distinct_negatives", "error: --batch_distinct_negatives does not apply to --sampler=2stage"),
@@ -500,6 +505,17 @@ def test_hinge_defaults_to_mean_only_for_2stage_with_several_negatives():
     ]
     configs = _configs_from_flags(*argvs)
     assert [configs[a].hinge for a in argvs] == ["mean", "min", "min", "min", "min", "min"]
+
+
+def test_stage1_uniform_mix_is_off_unless_asked():
+    argvs = [
+        ("--sampler=2stage", "--num_negatives=5"),
+        ("--sampler=popular", "--popularity_uniform_mix=0.25"),
+        ("--sampler=2stage", "--num_negatives=5", "--popularity_uniform_mix=0.5"),
+        ("--preset=original", "--num_negatives=5"),
+    ]
+    configs = _configs_from_flags(*argvs)
+    assert [configs[a].popularity_uniform_mix for a in argvs] == [0.0, 0.25, 0.5, 0.0]
 
 
 def test_accurate_preset_is_the_softmax_over_the_stage1_candidates():

@@ -34,20 +34,35 @@ import tensorflow as tf
 SAMPLERS = ("uniform", "popular", "2stage", "side_info", "dns", "in_batch")
 
 
-def popularity_log_weights(item_counts: np.ndarray, beta: float, smoothing: float = 1.0) -> np.ndarray:
-    """log((f(j) + smoothing)^β) for every item.
+def popularity_log_weights(
+    item_counts: np.ndarray, beta: float, smoothing: float = 1.0, uniform_mix: float = 0.0
+) -> np.ndarray:
+    """log of the popularity weights (f(j) + smoothing)^β, mixed with uniform when ``uniform_mix`` ε > 0.
+
+    With ε > 0 the weights are the distribution (1 − ε)·q(j) + ε/n, q(j) = (f(j) + smoothing)^β / Σ_k (…)^β: a share
+    ε of the draws goes to the whole catalog whatever its popularity, so items absent from training stay drawable
+    even with ``smoothing`` 0.
 
     Args:
         item_counts: [n_items] training interaction counts f(j).
         beta: popularity exponent β (0 gives uniform).
         smoothing: added to every count; 0 reproduces the original (absent items are never drawn).
+        uniform_mix: ε in [0, 1], the uniform share of the mixture (0 = the popularity weights alone).
 
     Returns:
-        [n_items] float64 log weights (−inf for zero weight).
+        [n_items] float64 log weights (−inf for zero weight); normalised (log-probabilities) when ε > 0.
     """
     counts = np.asarray(item_counts, dtype=np.float64) + smoothing
     with np.errstate(divide="ignore"):
-        return beta * np.log(counts)
+        log_w = beta * np.log(counts)
+    if uniform_mix <= 0:
+        return log_w
+    n = log_w.shape[0]
+    finite = np.isfinite(log_w)
+    top = log_w[finite].max() if finite.any() else 0.0
+    q = np.where(finite, np.exp(log_w - top), 0.0)
+    q = q / q.sum() if q.sum() > 0 else np.full(n, 1.0 / n)
+    return np.log((1.0 - uniform_mix) * q + uniform_mix / n)
 
 
 def inclusion_log_probs(log_weights: np.ndarray | None, n_items: int, num: int) -> np.ndarray:

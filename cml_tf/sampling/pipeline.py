@@ -42,6 +42,7 @@ class SamplerSpec:
         num_candidates: C, the 2-stage candidate set size.
         beta: popularity exponent β.
         popularity_smoothing: added to item counts before ^β (0 = the original's behaviour).
+        popularity_uniform_mix: ε, popular and 2-stage draw from (1 − ε)·popularity^β + ε·uniform (0 = off).
         dns_k: dns: the uniform draws per negative the training step picks the hardest of.
         softmax: the batch carries what the sampled softmax loss needs: the log q of its pool's items (the log
             expected number of times the item enters the ROW's pool of negatives, `TrainingStream._pool_log_q`: the
@@ -60,6 +61,7 @@ class SamplerSpec:
     num_candidates: int = 2000
     beta: float = 1.0
     popularity_smoothing: float = 1.0
+    popularity_uniform_mix: float = 0.0
     batch_distinct: bool = False
     dns_k: int = 8
     softmax: bool = False
@@ -93,6 +95,8 @@ class SamplerSpec:
             raise ValueError(f"--dns_k must be positive, got {self.dns_k}")
         if self.popularity_smoothing < 0:
             raise ValueError(f"--popularity_smoothing must be >= 0, got {self.popularity_smoothing}")
+        if not 0 <= self.popularity_uniform_mix <= 1:
+            raise ValueError(f"--popularity_uniform_mix must be in [0, 1], got {self.popularity_uniform_mix}")
 
 
 class TrainingStream:
@@ -132,7 +136,9 @@ class TrainingStream:
         counts = np.bincount(train.indices, minlength=self.n_items)
         log_w = None
         if spec.sampler in ("popular", "2stage"):
-            log_w = negatives.popularity_log_weights(counts, spec.beta, spec.popularity_smoothing)
+            log_w = negatives.popularity_log_weights(
+                counts, spec.beta, spec.popularity_smoothing, spec.popularity_uniform_mix
+            )
         if spec.sampler == "side_info":
             if item_groups is None:
                 raise ValueError("--sampler=side_info needs item side information (genres or tags)")

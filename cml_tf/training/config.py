@@ -127,7 +127,7 @@ def unused_fields(config: Config) -> dict[str, str]:
         unused(["batch_distinct_negatives"], f"does not apply to --sampler={config.sampler} (only popular)")
     if config.sampler not in ("popular", "2stage"):
         unused(
-            ["beta", "popularity_smoothing"],
+            ["beta", "popularity_smoothing", "popularity_uniform_mix"],
             f"does not apply to --sampler={config.sampler} (only popular and 2stage weigh items by popularity)",
         )
     if config.features is None:
@@ -154,6 +154,7 @@ class Config:
     paper's value for ``num_negatives``), ``use_rank_weight``, ``cov_loss_weight``, ``init_stddev``, CML+F ``features``
     ('tags' for citeulike-t, 'genres' for MovieLens 100K's u.item) and its settings.
     Sampling: ``sampler``, ``batch_size``, ``num_negatives``, ``num_candidates``, ``beta``, ``popularity_smoothing``,
+    ``popularity_uniform_mix`` (ε: popular and 2-stage items by (1 − ε)·popularity^β + ε·uniform; 0 = off),
     ``stage2_weight_cap`` (λ; None = the paper's uncapped inverse density), ``stage2_cutoff`` (D_min; 0 = off),
     ``stage2_refresh_every`` (0 = current embeddings, K = a copy refreshed every K steps, -1 = never refreshed),
     ``stage2_mask_opposite`` (candidates with s < 0 get weight 0), ``stage2_replacement`` (independent stage-2 draws
@@ -219,6 +220,7 @@ class Config:
     num_candidates: int = 2000
     beta: float = 1.0
     popularity_smoothing: float = 1.0
+    popularity_uniform_mix: float = 0.0
     stage2_weight_cap: float | None = DEFAULT_STAGE2_WEIGHT_CAP
     stage2_cutoff: float = 0.0
     stage2_refresh_every: int = 0
@@ -369,6 +371,10 @@ class Config:
             ),
             (0 <= self.stage2_cutoff <= 2, f"--stage2_cutoff must be in [0, 2], got {self.stage2_cutoff}"),
             (
+                0 <= self.popularity_uniform_mix <= 1,
+                f"--popularity_uniform_mix must be in [0, 1], got {self.popularity_uniform_mix}",
+            ),
+            (
                 0 <= self.stage2_uniform_mix <= 1,
                 f"--stage2_uniform_mix must be in [0, 1], got {self.stage2_uniform_mix}",
             ),
@@ -515,6 +521,7 @@ PRESETS["original"] = {
     "stage2_uniform_mix": 0.0,
     "batch_distinct_negatives": True,
     "popularity_smoothing": 0.0,
+    "popularity_uniform_mix": 0.0,
     "gor_weight": 0.0,
     "hinge": "min",
 }

@@ -138,7 +138,7 @@ def fit_to_data(config: Config, split: Split) -> Config:
         )
     if config.sampler == "2stage":
         drawable = n_items
-        if config.popularity_smoothing == 0 and config.beta > 0:
+        if config.popularity_smoothing == 0 and config.beta > 0 and config.popularity_uniform_mix == 0:
             drawable = int(np.count_nonzero(np.diff(split.train.tocsc().indptr)))
         if config.num_candidates > drawable:
             what = "items" if drawable == n_items else "items with a training interaction (--popularity_smoothing=0)"

@@ -170,6 +170,7 @@ def training_stream(config: Config, interactions: Interactions, split: Split, re
         num_candidates=config.num_candidates,
         beta=config.beta,
         popularity_smoothing=config.popularity_smoothing,
+        popularity_uniform_mix=config.popularity_uniform_mix,
         batch_distinct=config.batch_distinct_negatives,
         dns_k=config.dns_k,
         softmax=config.loss == "softmax",
