@@ -146,6 +146,7 @@ def write_movielens(root, n_users=60, n_items=40, seed=0) -> str:
     return d
 
 
+@pytest.mark.slow  # a whole runner / processes end to end (default run kept under 10 minutes)
 def test_experiment_runs_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("CML_TF_CACHE", str(tmp_path / "cache"))
     from experiments import cold_start

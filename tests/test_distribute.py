@@ -183,6 +183,7 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
+@pytest.mark.slow  # a whole runner / processes end to end (default run kept under 10 minutes)
 def test_multi_worker_two_processes_on_loopback_end_with_identical_weights(tmp_path):
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}

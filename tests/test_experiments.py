@@ -274,6 +274,7 @@ def test_bench_end_to_end_alternates_the_softmax_floor_and_the_preset(capsys, mo
     assert timing.floor_script("hinge", 5) == timing.FLOOR_N
 
 
+@pytest.mark.slow  # a whole runner / processes end to end (default run kept under 10 minutes)
 def test_bench_end_to_end_times_a_tree_with_the_accurate_preset():
     """The child process end_to_end runs per round, on this tree with the softmax preset (tiny sizes)."""
     import argparse
@@ -570,6 +571,7 @@ def test_accurate_linear_baselines_sit_beside_the_choice_and_never_take_part():
         accurate.parse_args(["--baselines=ease", "--baseline_trials=0"])
 
 
+@pytest.mark.slow  # a whole runner / processes end to end (default run kept under 10 minutes)
 def test_bench_step_prints_the_step_alone_fed_and_the_pipeline(capsys):
     from experiments.bench.__main__ import main
 

@@ -26,6 +26,7 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # a whole runner / processes end to end (default run kept under 10 minutes)
 def test_screen_picks_best_validation_rate_and_lr_from_reuses_it(tmp_path, two_datasets):
     out, res = str(tmp_path / "runs"), str(tmp_path / "res")
     dirs = [f"--out_dir={out}", f"--results_dir={res}"]
