@@ -9,7 +9,7 @@ The setting is the stage-2 sweep's (`experiments.stage2_sweep`: CollMetric's 3:1
 Adam lr 1e-4, batch 256, |N_ij| = 1, C = min(2000, catalog), exactly ``--pairs`` training pairs, ``--evals``
 validations, the best validation checkpoint scored on test); ml-100k keeps ratings >= 4. ``side_info`` draws
 negatives among the items sharing a genre (ml-100k, ``u.item``) or a tag (citeulike-t, tags with >= 5 items) with
-the positive (`cml_tf.sampling.negatives.SideInfoSampler`).
+the positive (`cml_tf.sampling.side_info_sampler.SideInfoSampler`).
 
 Beside the test metrics, every ml-100k run's item table is scored by genre
 (`cml_tf.evaluation.clustering.genre_clustering`:

@@ -9,6 +9,7 @@ import tensorflow as tf
 from references import chi2_pvalue, successive_pair_probs, tf_seed
 
 from cml_tf.sampling import negatives as S
+from cml_tf.sampling.side_info_sampler import SideInfoSampler
 
 
 def _many_without_replacement(sampler, num, n_seeds, base=7):
@@ -347,7 +348,7 @@ def _groups_matrix():
 def test_side_info_distribution_matches_the_definition(positive, tries):
     # user 0 holds items 0, 1, 5: g2 is all positives (always the fallback), g3 = {5} too
     train = sp.csr_matrix(([1.0, 1.0, 1.0, 1.0], ([0, 0, 0, 1], [0, 1, 5, 2])), shape=(2, 7))
-    sampler = S.SideInfoSampler(train, _groups_matrix(), tries=tries)
+    sampler = SideInfoSampler(train, _groups_matrix(), tries=tries)
     draws = sampler.sample(tf.zeros([20000], tf.int32), tf.fill([20000], positive), 3, tf_seed(5)).numpy()
     probs = _side_info_reference({0, 1, 5}, _GROUPS, _ITEM_GROUPS, positive, 7, tries)
     assert chi2_pvalue(np.bincount(draws.ravel(), minlength=7), probs) > 1e-3
@@ -363,14 +364,14 @@ def test_side_info_reference_by_hand():
 
 def test_side_info_falls_back_to_uniform_without_a_group_or_a_free_member():
     train = sp.csr_matrix(([1.0, 1.0, 1.0], ([0, 0, 0], [0, 1, 5])), shape=(1, 7))
-    sampler = S.SideInfoSampler(train, _groups_matrix(), tries=4)
+    sampler = SideInfoSampler(train, _groups_matrix(), tries=4)
     for positive in (6, 5):  # item 6: no group; item 5: its only group {5} is all positives of the user
         draws = sampler.sample(tf.zeros([4000], tf.int32), tf.fill([4000], positive), 2, tf_seed(9)).numpy()
         counts = np.bincount(draws.ravel(), minlength=7)
         assert counts[[0, 1, 5]].sum() == 0
         assert chi2_pvalue(counts, [0, 0, 0.25, 0.25, 0.25, 0, 0.25]) > 1e-3
     # no groups at all: the uniform sampler exactly (same seed, same draws)
-    empty = S.SideInfoSampler(train, sp.csr_matrix((7, 0)), tries=4)
+    empty = SideInfoSampler(train, sp.csr_matrix((7, 0)), tries=4)
     a = empty.sample(tf.zeros([50], tf.int32), tf.fill([50], 2), 3, tf_seed(1))
     b = empty.uniform.sample(tf.zeros([50], tf.int32), 3, tf.random.experimental.stateless_split(tf_seed(1), 3)[0])
     np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -382,7 +383,7 @@ def test_side_info_never_a_positive_seeded_and_within_the_group():
     train = sp.random(n_users, n_items, density=0.3, format="csr", random_state=1)
     train.data[:] = 1
     groups = sp.csr_matrix((rng.random((n_items, n_groups)) < 0.3).astype(np.float32))
-    sampler = S.SideInfoSampler(train, groups)
+    sampler = SideInfoSampler(train, groups)
     users, items = train.nonzero()
     draws = sampler.sample(tf.constant(users), tf.constant(items), 4, tf_seed(3)).numpy()
     dense = train.toarray() > 0
@@ -400,9 +401,9 @@ def test_side_info_never_a_positive_seeded_and_within_the_group():
 def test_side_info_sampler_checks_its_input():
     train = sp.csr_matrix(np.eye(3))
     with pytest.raises(ValueError, match="item groups have 2 rows for a catalog of 3 items"):
-        S.SideInfoSampler(train, sp.csr_matrix((2, 1)))
+        SideInfoSampler(train, sp.csr_matrix((2, 1)))
     with pytest.raises(ValueError, match="tries must be >= 1"):
-        S.SideInfoSampler(train, sp.csr_matrix((3, 1)), tries=0)
+        SideInfoSampler(train, sp.csr_matrix((3, 1)), tries=0)
 
 
 def test_draw_probs_are_the_samplers_distributions():
@@ -415,7 +416,7 @@ def test_draw_probs_are_the_samplers_distributions():
     np.testing.assert_allclose(popular, [[3 / 19, 4 / 19], [1 / 25, 2 / 25]])  # w = 1..7; user 0 holds 1 + 2 + 6
     users, positives = np.array([0, 0, 0, 0, 0, 0, 0, 1, 1]), np.array([0, 1, 2, 3, 4, 5, 6, 2, 0])
     for tries in (1, 2, 8):
-        sampler = S.SideInfoSampler(train, _groups_matrix(), tries=tries)
+        sampler = SideInfoSampler(train, _groups_matrix(), tries=tries)
         got = sampler.draw_probs(users, positives, np.tile(np.arange(7), (9, 1))).numpy()
         for row, (u, j) in enumerate(zip(users, positives)):
             held = set(train[u].indices)

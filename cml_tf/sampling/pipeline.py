@@ -5,7 +5,7 @@ An element is a dict of tensors consumed by `CML.train_step`:
 * every sampler: ``users`` [B] int32, ``positives`` [B] int32 — a batch of training pairs;
 * ``uniform`` / ``popular``: ``negatives`` [B, N] int32, drawn here from each user's non-positives;
 * ``side_info``: ``negatives`` [B, N] int32, drawn here among the items sharing a group (genre, tag) with the
-  positive (`cml_tf.sampling.negatives.SideInfoSampler`; needs ``item_groups``);
+  positive (`cml_tf.sampling.side_info_sampler.SideInfoSampler`; needs ``item_groups``);
 * ``2stage``: ``candidates`` [C] int32 (stage 1, sorted ascending) and ``candidate_is_positive`` [B, C] bool;
   stage 2 runs in the training step on the current embeddings. With ``candidate_groups`` = R > 1 (one group per
   replica of a distributed run) ``candidates`` is [R, C]: row block r of the batch (B/R rows) has its own set.
@@ -29,6 +29,7 @@ import scipy.sparse as sp
 import tensorflow as tf
 
 from cml_tf.sampling import negatives
+from cml_tf.sampling.side_info_sampler import SideInfoSampler
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +143,7 @@ class TrainingStream:
         if spec.sampler == "side_info":
             if item_groups is None:
                 raise ValueError("--sampler=side_info needs item side information (genres or tags)")
-            self.negative_sampler = negatives.SideInfoSampler(train, item_groups)
+            self.negative_sampler = SideInfoSampler(train, item_groups)
         elif spec.sampler != "2stage":
             self.negative_sampler = negatives.NegativeSampler(train, log_w)  # dns, in_batch: uniform
             if spec.batch_distinct and spec.sampler == "popular":
