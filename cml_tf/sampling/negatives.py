@@ -12,9 +12,10 @@
 
 * ``side_info`` (after Royo-Letelier et al., ISMIR 2018, who draw metric-learning negatives among tracks sharing
   the anchor's genre): for the positive v_j, a group g of j (a genre, a tag) uniformly among j's groups, then an
-  item uniformly among g's members that are not positives of the user (`SideInfoSampler`); where none is found
-  (j has no group, or T draws from g all hit positives of the user) the exact uniform draw over the user's
-  non-positives. Never a positive.
+  item uniformly among g's members that are not positives of the user; where none is found (j has no group, or T
+  draws from g all hit positives of the user) the exact uniform draw over the user's non-positives. Never a
+  positive. It lives in `cml_tf.sampling.side_info_sampler` (`SideInfoSampler`), built on this module's
+  `NegativeSampler`.
 
 * ``dns`` (dynamic negative sampling, Zhang et al. 2013): k exact uniform draws per negative here; the training
   step keeps the one its current model scores highest (`cml_tf.models.step`).
