@@ -403,6 +403,80 @@ def test_softmax_loss_and_gradients_against_the_definition():
     np.testing.assert_allclose(gV, ref_gV, rtol=1e-4, atol=1e-6)
 
 
+def _softmax_data(users, positives, candidates, cand_pos, batch_pos, lq_items):
+    data = {
+        "users": tf.constant(users, tf.int32),
+        "positives": tf.constant(positives, tf.int32),
+        "candidates": tf.constant(candidates, tf.int32),
+        "candidate_is_positive": tf.constant(cand_pos),
+        "candidate_log_q": tf.constant(lq_items[candidates], tf.float32),
+        "positive_log_q": tf.constant(lq_items[positives], tf.float32),
+    }
+    if batch_pos is not None:
+        data["batch_is_positive"] = tf.constant(batch_pos)
+        data["batch_log_q"] = tf.constant(np.broadcast_to(lq_items[positives], batch_pos.shape), tf.float32)
+    return data
+
+
+@pytest.mark.parametrize("geometry", ["sphere", "ball"])
+@pytest.mark.parametrize("in_batch", [False, True])
+def test_fused_softmax_step_against_the_definition(geometry, in_batch):
+    """The XLA-compiled softmax on looked-up rows (`_fused_softmax_gradients`): the definition's loss and gradients,
+    with repeated positives, a positive among the candidates, and masked candidates."""
+    model = _model(geometry=geometry, loss="softmax", temperature=0.7, init_stddev=0.5, seed=3)
+    users, positives = np.array([0, 1, 1, 4]), np.array([2, 3, 5, 3])  # item 3 twice, and a candidate
+    candidates = np.array([1, 3, 4, 7, 9])
+    cand_pos = np.array([[0, 0, 0, 0, 0], [0, 1, 0, 0, 1], [0, 1, 0, 0, 1], [0, 1, 0, 0, 0]], bool)
+    batch_pos = np.array([[1, 0, 0, 0], [0, 1, 1, 1], [0, 1, 1, 1], [0, 1, 0, 1]], bool) if in_batch else None
+    lq_items = np.linspace(-2.0, -0.5, N_ITEMS)
+    data = _softmax_data(users, positives, candidates, cand_pos, batch_pos, lq_items)
+    assert model._fused_softmax(data)
+    gradients, terms = model._fused_softmax_gradients(data)
+    assert all(isinstance(g, tf.IndexedSlices) for g in gradients)  # row slices: the lazy optimizer's O(batch) path
+    gU, gV = (tf.convert_to_tensor(g).numpy() for g in gradients)
+    U, V = (v.numpy().astype(np.float64) for v in model.trainable_variables)
+    pool, excluded = candidates, cand_pos
+    if in_batch:
+        pool, excluded = np.concatenate([candidates, positives]), np.concatenate([cand_pos, batch_pos], axis=1)
+    if geometry == "sphere":  # the definition on the unit vectors, chained through the normalisation by hand
+        nu, nv = np.linalg.norm(U, axis=1, keepdims=True), np.linalg.norm(V, axis=1, keepdims=True)
+        ref_loss, gu, gv = _softmax_reference(
+            U / nu, V / nv, users, positives, pool, excluded, lq_items[positives], lq_items[pool], 0.7
+        )
+        ref_gU = (gu - (U / nu) * np.sum(gu * U / nu, axis=1, keepdims=True)) / nu
+        ref_gV = (gv - (V / nv) * np.sum(gv * V / nv, axis=1, keepdims=True)) / nv
+    else:
+        ref_loss, ref_gU, ref_gV = _softmax_reference(
+            U, V, users, positives, pool, excluded, lq_items[positives], lq_items[pool], 0.7
+        )
+    assert terms["total"].numpy() == pytest.approx(ref_loss, rel=1e-5)
+    np.testing.assert_allclose(gU, ref_gU, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(gV, ref_gV, rtol=1e-4, atol=1e-6)
+
+
+def test_train_step_takes_the_fused_softmax_only_where_it_is_exact():
+    lq = np.zeros(N_ITEMS)
+    data = _softmax_data([0, 1], [2, 3], [4, 5, 6], np.zeros((2, 3), bool), None, lq)
+    fused = _model(loss="softmax", seed=1)
+    fused.train_step(data)
+    assert fused._softmax_on_rows_fn is not None  # the step went through the compiled function
+    for kw in ({"learn_temperature": True}, {"gor_weight": 0.1}, {"cov_loss_weight": 0.1}):
+        model = _model(loss="softmax", seed=1, **kw)
+        assert not model._fused_softmax(data), kw
+        model.train_step(data)
+        assert model._softmax_on_rows_fn is None, kw
+    with_negatives = {**data, "negatives": tf.constant([[7], [8]]), "negative_log_q": tf.zeros([2, 1])}
+    assert not fused._fused_softmax(with_negatives)
+    assert not _model(loss="hinge")._fused_softmax(data)
+    # one step of each path from the same weights moves them the same way
+    generic = _model(loss="softmax", seed=1, gor_weight=1e-12)  # any GOR weight: the generic path
+    twin = _model(loss="softmax", seed=1)
+    generic.train_step(data)
+    twin.train_step(data)
+    for a, b in zip(generic.trainable_variables, twin.trainable_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_learned_temperature_is_trained():
     model = _model(loss="softmax", temperature=0.2, learn_temperature=True, lr=0.1, seed=1)
     assert model.log_temperature is not None and model.log_temperature in model.trainable_variables

@@ -244,3 +244,23 @@ def test_config_roundtrip_keeps_max_row_norm():
     opt = O.LazyAdam(learning_rate=0.01, max_row_norm=1.0)
     clone = O.LazyAdam.from_config(opt.get_config())
     assert clone.max_row_norm == 1.0 and float(clone.learning_rate) == pytest.approx(0.01)
+
+
+def test_summed_per_position_against_a_loop():
+    """Each position carries the sum over every position of its index (the compiled lazy update's dedupe)."""
+    rng = np.random.default_rng(4)
+    indices = rng.integers(0, 6, 40)
+    values = rng.normal(size=(40, 3)).astype(np.float32)
+    expected = np.stack([values[indices == i].sum(axis=0) for i in indices])
+    got = O._summed_per_position(tf.constant(indices, tf.int32), tf.constant(values)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_lazy_update_with_repeated_rows_is_one_update_per_row():
+    """Repeated rows in one gradient move a row once, by the summed gradient, also compiled (scatter order free)."""
+    table = tf.Variable(np.ones((5, 2), np.float32))
+    opt = O.LazySGD(learning_rate=0.5)
+    opt.build([table])
+    slices = tf.IndexedSlices(tf.constant([[1.0, 0.0], [2.0, 0.0], [0.0, 4.0]]), tf.constant([3, 3, 1]), [5, 2])
+    opt.apply_gradients([(slices, table)])
+    np.testing.assert_allclose(table.numpy(), [[1, 1], [1, -1], [1, 1], [-0.5, 1], [1, 1]])

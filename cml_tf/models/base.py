@@ -184,6 +184,7 @@ class MetricModel(TrainingStep, keras.Model):
             self.log_temperature = self.add_weight(
                 shape=(), initializer=keras.initializers.Constant(np.log(self.temperature)), name="log_temperature"
             )
+        self._softmax_on_rows_fn = None  # the fused softmax step's compiled function, made when first traced
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.hinge_tracker = keras.metrics.Mean(name="hinge")
         self.gor_tracker = keras.metrics.Mean(name="gor")
@@ -228,6 +229,18 @@ class MetricModel(TrainingStep, keras.Model):
         """
         users, items = inputs["users"], inputs["items"]
         return -self.pair_distances(users, self.user_vectors(users), items, self.item_vectors(items))
+
+    def _plain_scores(self) -> bool:
+        # the fused softmax step (`TrainingStep._fused_softmax`) recomputes the score from the two tables' rows:
+        # only where nothing (a relation, a user tower, another lookup) changes it
+        cls = type(self)
+        return (
+            not self.relational
+            and cls.user_vectors is MetricModel.user_vectors
+            and cls.item_vectors is MetricModel.item_vectors
+            and cls.extra_loss is MetricModel.extra_loss
+            and cls.compute_softmax_losses is MetricModel.compute_softmax_losses
+        )
 
     # ----------------------------------------------------------------------------------------------- scoring
     #: whether the score goes through a per-pair relation r(u, v) (False: a plain distance, ranked by one matmul)

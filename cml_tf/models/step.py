@@ -260,13 +260,106 @@ class TrainingStep:
             return self.compute_softmax_losses(data, training=training)
         return self.compute_losses(data["users"], data["positives"], negatives, training=training)
 
+    # ------------------------------------------------------------------------------ the fused softmax step
+    def _fused_softmax(self, data) -> bool:
+        """Whether this step's softmax can run as `_fused_softmax_gradients` (decided when the step is traced): the
+        plain CML score with shared candidates only (optionally the in-batch pool), τ fixed, no GOR or table terms,
+        one replica, and the two tables as the only trainable variables."""
+        if self.loss != "softmax" or not self._plain_scores() or "negatives" in data or "candidates" not in data:
+            return False
+        if data["candidates"].shape.rank != 1 or self.log_temperature is not None or self.gor_weight > 0:
+            return False
+        if self.cov_loss_weight > 0 or self.feature_projection is not None:
+            return False
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync > 1:
+            return False
+        tables = {id(self.user_embedding.embeddings), id(self.item_embedding.embeddings)}
+        return len(self.trainable_variables) == 2 and {id(v) for v in self.trainable_variables} == tables
+
+    def _plain_scores(self) -> bool:
+        """True where the score is ``−‖u − v‖²`` of the two tables' rows in the model's geometry (`MetricModel`)."""
+        return False
+
+    def _fused_softmax_gradients(self, data) -> tuple[list, dict]:
+        """`compute_softmax_losses`' value and gradients, computed on the batch's looked-up rows by one XLA-compiled
+        function (`_softmax_on_rows`), the gradients returned as row slices of the tables (``tf.IndexedSlices``).
+
+        The same loss as the generic path (the same `cml_tf.models.losses` functions on the same rows; only the
+        floating-point rounding of the compiled kernels differs); the tape, the per-op dispatch and the [B, M]
+        intermediates of the generic path are what it saves.
+
+        Returns:
+            (gradients aligned with ``self.trainable_variables``, {"total", "hinge", "gor"}).
+        """
+        users, positives = data["users"], data["positives"]
+        pools = [(data["candidates"], data["candidate_is_positive"], data["candidate_log_q"])]
+        if "batch_is_positive" in data:
+            pools.append((positives, data["batch_is_positive"], data["batch_log_q"]))
+        items = tf.concat([pool[0] for pool in pools], axis=0)  # [M]
+        user_table = self.user_embedding.embeddings.value
+        item_table = self.item_embedding.embeddings.value
+        if self._softmax_on_rows_fn is None:
+            self._softmax_on_rows_fn = tf.function(self._softmax_on_rows, jit_compile=True)
+        total, (g_user, g_positive, g_items) = self._softmax_on_rows_fn(
+            tf.gather(user_table, users),
+            tf.gather(item_table, positives),
+            tf.gather(item_table, items),
+            [pool[1] for pool in pools],
+            data["positive_log_q"],
+            [pool[2] for pool in pools],
+        )
+        by_table = {
+            id(self.user_embedding.embeddings): tf.IndexedSlices(g_user, users, tf.shape(user_table, tf.int32)),
+            id(self.item_embedding.embeddings): tf.IndexedSlices(
+                tf.concat([g_positive, g_items], axis=0),
+                tf.concat([positives, items], axis=0),
+                tf.shape(item_table, tf.int32),
+            ),
+        }
+        gradients = [by_table[id(v)] for v in self.trainable_variables]
+        return gradients, {"total": total, "hinge": total, "gor": tf.constant(0.0)}
+
+    def _softmax_on_rows(self, user_rows, positive_rows, pool_rows, excluded, positive_log_q, log_q):
+        """The summed sampled softmax of a batch from its raw rows, and its gradients with respect to them.
+
+        Args:
+            user_rows: [B, d] raw user rows; positive_rows: [B, d]; pool_rows: [M, d] the shared pool's rows.
+            excluded: list of [B, m_k] bool, the pool's parts (masked: positives of the row's user).
+            positive_log_q: [B]; log_q: list of [m_k] or [B, m_k], each part's log q.
+
+        Returns:
+            (loss scalar, [d loss / d user_rows, d loss / d positive_rows, d loss / d pool_rows]).
+        """
+        with tf.GradientTape() as tape:
+            tape.watch([user_rows, positive_rows, pool_rows])
+            u = self._geometry(user_rows)
+            d_pos = L.squared_distances(u, self._geometry(positive_rows))
+            distances = L.squared_distance_matrix(u, self._geometry(pool_rows))
+            log_q = [
+                q if q.shape.rank == 2 else tf.broadcast_to(q[None, :], tf.shape(x)) for q, x in zip(log_q, excluded)
+            ]
+            per_pair = L.sampled_softmax(
+                d_pos,
+                distances,
+                self.temperature,
+                positive_log_q,
+                tf.concat(log_q, axis=1),
+                tf.concat(excluded, axis=1),
+            )
+            total = tf.reduce_sum(per_pair)
+        return total, tape.gradient(total, [user_rows, positive_rows, pool_rows])
+
     def train_step(self, data):
         users = data["users"]
-        negatives = None if self.loss == "softmax" else self.select_negatives(data)  # no gradient: outside the tape
-        with tf.GradientTape() as tape:
-            terms = self._loss_terms(data, negatives, training=True)
         variables = self.trainable_variables
-        gradients = tape.gradient(terms["total"], variables)
+        if self._fused_softmax(data):
+            gradients, terms = self._fused_softmax_gradients(data)
+        else:
+            negatives = None if self.loss == "softmax" else self.select_negatives(data)  # no gradient: outside the tape
+            with tf.GradientTape() as tape:
+                terms = self._loss_terms(data, negatives, training=True)
+            gradients = tape.gradient(terms["total"], variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
         batch = terms.get("batch", tf.cast(tf.shape(users)[0], terms["total"].dtype))
         self.loss_tracker.update_state(terms.get("loss", terms["total"]) / batch)

@@ -3,9 +3,11 @@
 Keras 3's optimizers turn an embedding gradient (``tf.IndexedSlices``) into a dense update of every row of every
 table, so a step costs O(catalog). These subclasses keep the Keras API (``model.compile(optimizer=...)``,
 checkpoints, distribution) and override ``update_step`` for ``IndexedSlices``: duplicate indices are summed, the
-moments of the touched rows are read, updated and scattered back, and only those rows of the variable move. Dense
-gradients take the parent's exact path. This is the semantics of TF1 ``LazyAdamOptimizer`` / TF-Addons
-``LazyAdam``: rows absent from a batch keep their moments (no decay) until they next appear.
+moments of the touched rows are read, updated and scattered back, and only those rows of the variable move, in one
+XLA-compiled function per update (`_rows_update`; static shapes: each position of the slices carries the sum of its
+index's slices and writes the same row, so no ``tf.unique``). Dense gradients take the parent's exact path. This is
+the semantics of TF1 ``LazyAdamOptimizer`` / TF-Addons ``LazyAdam``: rows absent from a batch keep their moments (no
+decay) until they next appear.
 
 The dense optimizers (``sparse=False``) are Keras' own, with one fix: an embedding gradient repeats a row index
 once per lookup of that row in the batch, and Keras 3's Adam and AdaGrad square each repeated slice separately
@@ -24,6 +26,62 @@ def _dedupe(gradient: tf.IndexedSlices) -> tuple[tf.Tensor, tf.Tensor]:
     unique, position = tf.unique(gradient.indices)
     values = tf.math.unsorted_segment_sum(gradient.values, position, tf.shape(unique)[0])
     return unique, values
+
+
+def _summed_per_position(indices: tf.Tensor, values: tf.Tensor) -> tf.Tensor:
+    """At each position, the sum of the slices of every position holding the same index, with static shapes.
+
+    Args:
+        indices: [n] int row ids (repeats allowed); values: [n, d].
+
+    Returns:
+        [n, d]: row k is Σ values[j] over the j with indices[j] == indices[k] (repeated positions get equal rows, so
+        scattering them with ``scatter_update`` writes one value per index, whatever the order).
+    """
+    n = tf.shape(indices)[0]
+    order = tf.argsort(indices, stable=True)
+    ordered = tf.gather(indices, order)
+    starts = tf.concat([tf.ones([1], tf.int32), tf.cast(ordered[1:] != ordered[:-1], tf.int32)], axis=0)
+    group = tf.scatter_nd(order[:, None], tf.cumsum(starts) - 1, [n])  # each position's group id, in [0, n)
+    return tf.gather(tf.math.unsorted_segment_sum(values, group, n), group)
+
+
+def _rows_update(rule, max_row_norm, variable, slots, indices, values, *hyper):
+    """One lazy update of the rows ``indices`` of ``variable`` and of its slot variables (compiled by XLA).
+
+    Args:
+        rule: ``rule(g, slot_rows, *hyper) -> (new slot rows, delta)`` on [n, d] rows, ``g`` the summed gradient.
+        max_row_norm: clip the updated rows to this norm (None: no clipping).
+        variable: the raw ``tf.Variable`` [rows, d]; slots: its slot variables (moments, accumulators), same shape.
+        indices: [n] int; values: [n, d] the gradient's slices (repeats allowed).
+        *hyper: scalar tensors the rule takes (learning rate, bias corrections).
+    """
+    g = tf.cast(_summed_per_position(indices, values), variable.dtype)
+    slot_rows, delta = rule(g, [tf.gather(slot, indices) for slot in slots], *hyper)
+    rows = tf.gather(variable, indices) - delta
+    if max_row_norm is not None:
+        rows = tf.clip_by_norm(rows, max_row_norm, axes=[1])
+    for slot, new in zip(slots, slot_rows):
+        slot.scatter_update(tf.IndexedSlices(new, indices))
+    variable.scatter_update(tf.IndexedSlices(rows, indices))
+
+
+_ROWS_UPDATE = tf.function(_rows_update, jit_compile=True)
+
+
+def _adam_rule(g, slot_rows, alpha, beta_1, beta_2, epsilon):
+    m_rows = beta_1 * slot_rows[0] + (1 - beta_1) * g
+    v_rows = beta_2 * slot_rows[1] + (1 - beta_2) * tf.square(g)
+    return [m_rows, v_rows], alpha * m_rows / (tf.sqrt(v_rows) + epsilon)
+
+
+def _adagrad_rule(g, slot_rows, lr, epsilon):
+    accumulated = slot_rows[0] + tf.square(g)
+    return [accumulated], lr * g / tf.sqrt(accumulated + epsilon)
+
+
+def _sgd_rule(g, slot_rows, lr):
+    return [], lr * g
 
 
 def _raw(variable):
@@ -67,12 +125,9 @@ class _RowSparseMixin:
         super().__init__(*args, **kwargs)
         self.max_row_norm = max_row_norm
 
-    def _scatter_sub_and_clip(self, variable, rows, delta):
-        raw = _raw(variable)
-        raw.scatter_sub(tf.IndexedSlices(delta, rows))
-        if self.max_row_norm is not None:
-            clipped = tf.clip_by_norm(tf.gather(raw, rows), self.max_row_norm, axes=[1])
-            raw.scatter_update(tf.IndexedSlices(clipped, rows))
+    def _update_rows(self, rule, variable, slots, gradient: tf.IndexedSlices, *hyper):
+        """Applies ``rule`` to the rows of ``gradient`` (`_rows_update`), clipping them to ``max_row_norm``."""
+        _ROWS_UPDATE(rule, self.max_row_norm, _raw(variable), slots, gradient.indices, gradient.values, *hyper)
 
     def get_config(self):
         config = super().get_config()
@@ -93,14 +148,9 @@ class LazyAdam(_RowSparseMixin, DenseAdam):
         beta_2 = tf.cast(self.beta_2, dtype)
         alpha = lr * tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
         index = self._get_variable_index(variable)
-        m, v = _raw(self._momentums[index]), _raw(self._velocities[index])
-        rows, g = _dedupe(gradient)
-        g = tf.cast(g, dtype)
-        m_rows = beta_1 * tf.gather(m, rows) + (1 - beta_1) * g
-        v_rows = beta_2 * tf.gather(v, rows) + (1 - beta_2) * tf.square(g)
-        m.scatter_update(tf.IndexedSlices(m_rows, rows))
-        v.scatter_update(tf.IndexedSlices(v_rows, rows))
-        self._scatter_sub_and_clip(variable, rows, alpha * m_rows / (tf.sqrt(v_rows) + self.epsilon))
+        slots = [_raw(self._momentums[index]), _raw(self._velocities[index])]
+        epsilon = tf.cast(self.epsilon, dtype)
+        self._update_rows(_adam_rule, variable, slots, gradient, alpha, beta_1, beta_2, epsilon)
 
 
 class LazyAdagrad(_RowSparseMixin, DenseAdagrad):
@@ -112,11 +162,7 @@ class LazyAdagrad(_RowSparseMixin, DenseAdagrad):
         dtype = variable.dtype
         lr = tf.cast(learning_rate, dtype)
         accumulator = _raw(self._accumulators[self._get_variable_index(variable)])
-        rows, g = _dedupe(gradient)
-        g = tf.cast(g, dtype)
-        acc_rows = tf.gather(accumulator, rows) + tf.square(g)
-        accumulator.scatter_update(tf.IndexedSlices(acc_rows, rows))
-        self._scatter_sub_and_clip(variable, rows, lr * g / tf.sqrt(acc_rows + self.epsilon))
+        self._update_rows(_adagrad_rule, variable, [accumulator], gradient, lr, tf.cast(self.epsilon, dtype))
 
 
 OPTIMIZERS = ("adam", "adagrad", "sgd")
@@ -128,8 +174,7 @@ class LazySGD(_RowSparseMixin, DenseSGD):
     def update_step(self, gradient, variable, learning_rate):
         if not isinstance(gradient, tf.IndexedSlices) or self.momentum != 0:
             return super().update_step(gradient, variable, learning_rate)
-        rows, g = _dedupe(gradient)
-        self._scatter_sub_and_clip(variable, rows, tf.cast(learning_rate, variable.dtype) * tf.cast(g, variable.dtype))
+        self._update_rows(_sgd_rule, variable, [], gradient, tf.cast(learning_rate, variable.dtype))
 
 
 def make_optimizer(

@@ -5,6 +5,8 @@ Subcommands (``python -m experiments.bench <subcommand> --help`` for each one's 
     grid        training pairs/s over catalogs x samplers x |N_ij| x batch; 1M/26k step-time ratios; 2-stage against
                 the hinge floor; evaluation; the 48M-row load (the parts of --parts)
     step        where a 2-stage step's time goes: the step alone, fed by the input pipeline, the pipeline alone
+    profile     a step of any preset part by part: stage 1, the mask, log q, stage 2, forward, backward, the
+                optimizer, Keras' fit, the pipeline, validation, against the loss's floor
     stage2      stage 2's draw (two_stage_select) of an earlier commit against this tree's
     end_to_end  cml_tf training end to end (any --preset) against its floor (--floor=hinge|softmax), and an earlier
                 commit, in alternating rounds, each in a fresh process
@@ -32,7 +34,7 @@ from experiments.bench.flags import BenchParser
 from experiments.bench.report import RESULTS, Stamp, Table, render, write_results
 from experiments.bench.timing import FloorMissing
 
-SUBCOMMANDS = ("grid", "step", "stage2", "end_to_end", "eval", "load", "models", "retrieval", "floor")
+SUBCOMMANDS = ("grid", "step", "profile", "stage2", "end_to_end", "eval", "load", "models", "retrieval", "floor")
 
 
 def parser() -> BenchParser:
