@@ -229,7 +229,10 @@ def test_positive_index_empty_matrix():
     assert not index.contains(tf.constant([[0, 1], [2, 2]]), tf.constant([[0, 3], [1, 2]])).numpy().any()
 
 
-def test_candidate_mask_matches_dense():
+@pytest.mark.parametrize("items_per_candidate", [S.DENSE_LOOKUP_ITEMS_PER_CANDIDATE, 1])
+def test_candidate_mask_matches_dense(monkeypatch, items_per_candidate):
+    """Both lookups: the dense column table (60 items <= 32 x 15 candidates) and the binary search (60 > 1 x 15)."""
+    monkeypatch.setattr(S, "DENSE_LOOKUP_ITEMS_PER_CANDIDATE", items_per_candidate)
     train = _random_csr(25, 60, 0.2, seed=2)
     dense = train.toarray() > 0
     index = S.PositiveIndex(train)
