@@ -398,9 +398,10 @@ def test_readme_echonest_sample_command_runs_as_printed(shared_data, tmp_path):
     assert Config.load(str(tmp_path / "run" / "config.json")).num_candidates == 1877  # the value used is saved
 
 
-def _configs_from_flags(*argvs: tuple[str, ...]) -> dict[tuple[str, ...], Config]:
-    """The resolved Config `python -m cml_tf.train` builds from each argv. In a fresh process: experiments.table2,
-    which other tests import, defines flags of the same names, so cml_tf.train cannot be imported beside it."""
+def _from_flags(expression: str, argvs) -> list:
+    """``expression`` (Python, over ``train``) evaluated after `python -m cml_tf.train` parsed each argv, in a fresh
+    process: experiments.table2, which other tests import, defines flags of the same names, so cml_tf.train cannot
+    be imported beside it."""
     code = (
         "import json, sys\n"
         "from cml_tf import train\n"
@@ -408,7 +409,7 @@ def _configs_from_flags(*argvs: tuple[str, ...]) -> dict[tuple[str, ...], Config
         "for argv in json.loads(sys.argv[1]):\n"
         "    train.FLAGS.unparse_flags()\n"
         "    train.FLAGS(['train', *argv])\n"
-        "    out.append(train.config_from_flags().resolved().to_dict())\n"
+        f"    out.append({expression})\n"
         "print(json.dumps(out))\n"
     )
     proc = subprocess.run(
@@ -419,7 +420,13 @@ def _configs_from_flags(*argvs: tuple[str, ...]) -> dict[tuple[str, ...], Config
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return {argv: Config.from_dict(c) for argv, c in zip(argvs, json.loads(proc.stdout.splitlines()[-1]))}
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def _configs_from_flags(*argvs: tuple[str, ...]) -> dict[tuple[str, ...], Config]:
+    """The resolved Config `python -m cml_tf.train` builds from each argv."""
+    configs = _from_flags("train.config_from_flags().resolved().to_dict()", argvs)
+    return {argv: Config.from_dict(c) for argv, c in zip(argvs, configs)}
 
 
 def test_stage2_and_split_seed_flags_map_to_config():
@@ -701,21 +708,8 @@ def test_default_run_directories_tell_loss_preset_and_data_file_apart():
         ("--dataset=citeulike", "--data_path=../shared/data/citeulike-t", "--sampler=uniform", "--num_negatives=5"),
         ("--sampler=in_batch", "--loss=softmax"),
     ]
-    code = (
-        "import json, sys\n"
-        "from cml_tf import train\n"
-        "out = []\n"
-        "for argv in json.loads(sys.argv[1]):\n"
-        "    train.FLAGS.unparse_flags()\n"
-        "    train.FLAGS(['train', *argv])\n"
-        "    out.append(train.default_model_dir(train.config_from_flags(), train.FLAGS.preset))\n"
-        "print(json.dumps(out))\n"
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code, json.dumps(argvs)], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    names = [os.path.relpath(p, "runs") for p in json.loads(proc.stdout.splitlines()[-1])]
+    dirs = _from_flags("train.default_model_dir(train.config_from_flags(), train.FLAGS.preset)", argvs)
+    names = [os.path.relpath(p, "runs") for p in dirs]
     assert names == [
         "synthetic-2stage-b256-n1-kfold0",  # the README's first run
         "synthetic-2stage-softmax-b256-kfold0",  # |N_ij| is not read by the softmax over the candidates

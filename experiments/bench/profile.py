@@ -4,7 +4,8 @@
     python -m experiments.bench profile --users=7947 --items=25975            # the default 2-stage hinge
 
 On one fixed batch of the run's own `TrainingStream` (synthetic Zipf data of the given shape), each part is timed in
-its own ``tf.function`` (20 calls per timing, medians over ``--rounds`` alternating rounds):
+its own ``tf.function`` (20 calls per timing, less the cost of calling a tf.function that does nothing with the same
+arguments; medians over ``--rounds`` alternating rounds):
 
 * the batch's input work, each piece alone: stage 1's C candidates (``ItemSampler.sample_without_replacement``), the
   [B, C] positives mask (``PositiveIndex.candidate_mask``), the softmax's log q gathers, the whole ``_make_batch``;
@@ -43,17 +44,25 @@ def add_arguments(p) -> None:
 
 
 def _timer(fn, *args):
-    """ms per call of ``fn(*args)`` (a tf.function), over `CALLS` calls after two warm-up calls."""
+    """A measure: ms per call of ``fn(*args)`` (a tf.function) less the cost of calling a tf.function that does
+    nothing with the same arguments (Python dispatch and argument checks, about 0.2-3 ms a call for a batch dict on
+    this machine), over `CALLS` calls after two warm-up calls."""
+    import tensorflow as tf
 
-    def measure() -> float:
+    nothing = tf.function(lambda *a: tf.constant(0))
+
+    def per_call(f) -> float:
         start = time.perf_counter()
         for _ in range(CALLS):
-            out = fn(*args)
+            out = f(*args)
         _block(out)
         return (time.perf_counter() - start) / CALLS * 1e3
 
-    _block(fn(*args))
-    _block(fn(*args))
+    def measure() -> float:
+        return per_call(fn) - per_call(nothing)
+
+    for f in (fn, fn, nothing, nothing):
+        _block(f(*args))
     return measure
 
 
