@@ -460,7 +460,7 @@ def test_train_step_takes_the_fused_softmax_only_where_it_is_exact():
     fused = _model(loss="softmax", seed=1)
     fused.train_step(data)
     assert fused._softmax_on_rows_fn is not None  # the step went through the compiled function
-    for kw in ({"learn_temperature": True}, {"gor_weight": 0.1}, {"cov_loss_weight": 0.1}):
+    for kw in ({"gor_weight": 0.1}, {"cov_loss_weight": 0.1}):
         model = _model(loss="softmax", seed=1, **kw)
         assert not model._fused_softmax(data), kw
         model.train_step(data)
@@ -475,6 +475,26 @@ def test_train_step_takes_the_fused_softmax_only_where_it_is_exact():
     twin.train_step(data)
     for a, b in zip(generic.trainable_variables, twin.trainable_variables):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_fused_softmax_learns_the_temperature_like_the_generic_path():
+    lq = np.linspace(-2.0, -0.5, N_ITEMS)
+    data = _softmax_data(
+        [0, 1, 1], [2, 3, 5], [1, 3, 4, 7], np.array([[0] * 4, [0, 1, 0, 0], [0, 1, 0, 0]], bool), None, lq
+    )
+    fused = _model(loss="softmax", temperature=0.3, learn_temperature=True, lr=0.1, seed=1)
+    assert fused._fused_softmax(data)
+    gradients, terms = fused._fused_softmax_gradients(data)
+    with tf.GradientTape() as tape:
+        generic = fused.compute_softmax_losses(data)["total"]
+    expected = tape.gradient(generic, fused.trainable_variables)
+    assert terms["total"].numpy() == pytest.approx(generic.numpy(), rel=1e-5)
+    for got, want in zip(gradients, expected):
+        np.testing.assert_allclose(
+            tf.convert_to_tensor(got).numpy(), tf.convert_to_tensor(want).numpy(), rtol=1e-4, atol=1e-6
+        )
+    index = [id(v) for v in fused.trainable_variables].index(id(fused.log_temperature))
+    assert abs(float(gradients[index])) > 0  # the comparison above is not vacuous for log τ
 
 
 def test_learned_temperature_is_trained():

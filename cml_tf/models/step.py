@@ -11,6 +11,7 @@ optimizers a step costs O(batch). Distributed, each replica computes its share o
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from cml_tf.models import losses as L
@@ -263,19 +264,22 @@ class TrainingStep:
     # ------------------------------------------------------------------------------ the fused softmax step
     def _fused_softmax(self, data) -> bool:
         """Whether this step's softmax can run as `_fused_softmax_gradients` (decided when the step is traced): the
-        plain CML score with shared candidates only (optionally the in-batch pool), τ fixed, no GOR or table terms,
-        one replica, and the two tables as the only trainable variables."""
+        plain CML score with shared candidates only (optionally the in-batch pool), no GOR or table terms, one
+        replica, and the two tables (and a learned log τ) as the only trainable variables."""
         if self.loss != "softmax" or not self._plain_scores() or "negatives" in data or "candidates" not in data:
             return False
-        if data["candidates"].shape.rank != 1 or self.log_temperature is not None or self.gor_weight > 0:
+        if data["candidates"].shape.rank != 1 or self.gor_weight > 0:
             return False
         if self.cov_loss_weight > 0 or self.feature_projection is not None:
             return False
         context = tf.distribute.get_replica_context()
         if context is None or context.num_replicas_in_sync > 1:
             return False
-        tables = {id(self.user_embedding.embeddings), id(self.item_embedding.embeddings)}
-        return len(self.trainable_variables) == 2 and {id(v) for v in self.trainable_variables} == tables
+        expected = {id(self.user_embedding.embeddings), id(self.item_embedding.embeddings)}
+        if self.log_temperature is not None:
+            expected.add(id(self.log_temperature))
+        trainable = self.trainable_variables
+        return len(trainable) == len(expected) and {id(v) for v in trainable} == expected
 
     def _plain_scores(self) -> bool:
         """True where the score is ``−‖u − v‖²`` of the two tables' rows in the model's geometry (`MetricModel`)."""
@@ -301,13 +305,19 @@ class TrainingStep:
         item_table = self.item_embedding.embeddings.value
         if self._softmax_on_rows_fn is None:
             self._softmax_on_rows_fn = tf.function(self._softmax_on_rows, jit_compile=True)
-        total, (g_user, g_positive, g_items) = self._softmax_on_rows_fn(
+        log_temperature = (
+            self.log_temperature.value
+            if self.log_temperature is not None
+            else tf.constant(float(np.log(self.temperature)), tf.float32)
+        )
+        total, (g_user, g_positive, g_items, g_log_temperature) = self._softmax_on_rows_fn(
             tf.gather(user_table, users),
             tf.gather(item_table, positives),
             tf.gather(item_table, items),
             [pool[1] for pool in pools],
             data["positive_log_q"],
             [pool[2] for pool in pools],
+            tf.convert_to_tensor(log_temperature),
         )
         by_table = {
             id(self.user_embedding.embeddings): tf.IndexedSlices(g_user, users, tf.shape(user_table, tf.int32)),
@@ -317,22 +327,26 @@ class TrainingStep:
                 tf.shape(item_table, tf.int32),
             ),
         }
+        if self.log_temperature is not None:
+            by_table[id(self.log_temperature)] = g_log_temperature
         gradients = [by_table[id(v)] for v in self.trainable_variables]
         return gradients, {"total": total, "hinge": total, "gor": tf.constant(0.0)}
 
-    def _softmax_on_rows(self, user_rows, positive_rows, pool_rows, excluded, positive_log_q, log_q):
+    def _softmax_on_rows(self, user_rows, positive_rows, pool_rows, excluded, positive_log_q, log_q, log_temperature):
         """The summed sampled softmax of a batch from its raw rows, and its gradients with respect to them.
 
         Args:
             user_rows: [B, d] raw user rows; positive_rows: [B, d]; pool_rows: [M, d] the shared pool's rows.
             excluded: list of [B, m_k] bool, the pool's parts (masked: positives of the row's user).
             positive_log_q: [B]; log_q: list of [m_k] or [B, m_k], each part's log q.
+            log_temperature: scalar log τ.
 
         Returns:
-            (loss scalar, [d loss / d user_rows, d loss / d positive_rows, d loss / d pool_rows]).
+            (loss scalar, [d loss / d user_rows, d loss / d positive_rows, d loss / d pool_rows, d loss / d log τ]).
         """
+        inputs = [user_rows, positive_rows, pool_rows, log_temperature]
         with tf.GradientTape() as tape:
-            tape.watch([user_rows, positive_rows, pool_rows])
+            tape.watch(inputs)
             u = self._geometry(user_rows)
             d_pos = L.squared_distances(u, self._geometry(positive_rows))
             distances = L.squared_distance_matrix(u, self._geometry(pool_rows))
@@ -342,13 +356,13 @@ class TrainingStep:
             per_pair = L.sampled_softmax(
                 d_pos,
                 distances,
-                self.temperature,
+                tf.exp(log_temperature),
                 positive_log_q,
                 tf.concat(log_q, axis=1),
                 tf.concat(excluded, axis=1),
             )
             total = tf.reduce_sum(per_pair)
-        return total, tape.gradient(total, [user_rows, positive_rows, pool_rows])
+        return total, tape.gradient(total, inputs)
 
     def train_step(self, data):
         users = data["users"]
