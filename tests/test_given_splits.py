@@ -182,6 +182,37 @@ def check_reference_results(run: str, d: str) -> None:
     assert len(ranked.items) == 5 and not set(split.train[3].indices.tolist()) & {int(i) for i in ranked.items}
 
 
+def test_serving_a_given_split_run_reloads_its_data_without_the_training_line(tmp_path):
+    """Rebuilding a run's seen items reloads the split quietly; training says how the model is chosen."""
+    import logging
+
+    from cml_tf.serving.runs import load_seen
+    from cml_tf.training.config import Config
+    from cml_tf.training.data import load_data
+
+    d = tiny_lightgcn_dir(tmp_path / "data")
+    config = Config(dataset="lightgcn", data_path=d, split="given", k=20)
+    interactions, _ = load_data(config, announce=False)
+    run = tmp_path / "run"
+    (run / "embeddings").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(config.to_dict()))
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("cml_tf")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        seen = load_seen(str(run), interactions.user_ids, interactions.item_ids, cache=False)
+        assert seen["train"].nnz > 0 and not any("given split" in line for line in lines)
+        load_data(config)  # the training path: the line is there
+        assert any("given split: the model is chosen on" in line for line in lines)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def test_train_a_few_steps_on_a_lightgcn_directory_then_recommend(tmp_path):
     from cml_tf import training
     from cml_tf.training.config import Config

@@ -127,7 +127,7 @@ def load_seen(
     path_here = resolve_data_path(data_path or config.data_path, model_dir)
     config = dataclasses.replace(config, data_path=path_here)
     try:
-        interactions, split = load_data(config)
+        interactions, split = load_data(config, announce=False)  # the run's own line, not the server's
     except DataError as e:
         raise RecommendError(
             f"--model_dir={model_dir}: cannot rebuild the seen items from the training data ({e}); pass "

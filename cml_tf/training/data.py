@@ -23,24 +23,26 @@ class TooLittleData(ValueError):
     """The data (after the loader's filters and the split) cannot feed the run as configured."""
 
 
-def load_data(config: Config, **load_kwargs) -> tuple[Interactions, Split]:
+def load_data(config: Config, announce: bool = True, **load_kwargs) -> tuple[Interactions, Split]:
     """Loads the data set named by the config and splits it as the config says (``split='given'``: reads the
     split's files, `load_given_split`).
 
     Args:
         config: the run's config.
+        announce: a given split says on stderr how the model is chosen (training); False where the data is only
+            reloaded (serving a finished run).
         **load_kwargs: passed to `cml_tf.data.loaders.load` (``cache_dir``, ``use_cache``).
     """
     if config.split == "given":
-        return load_given_split(config)
+        return load_given_split(config, announce=announce)
     interactions = loaders.load(config.dataset, config.data_path, **load_kwargs, **config.dataset_options)
     return interactions, split_data(config, interactions)
 
 
-def load_given_split(config: Config) -> tuple[Interactions, Split]:
-    """The split given by files (``--split=given``), checked, and one line on stderr saying how the model is chosen:
-    on the validation file; without one, on ``valid_fraction`` of each user's training items held out with the
-    split seed; with ``valid_fraction=0``, none: the last model of the fixed schedule is tested.
+def load_given_split(config: Config, announce: bool = True) -> tuple[Interactions, Split]:
+    """The split given by files (``--split=given``), checked, and (``announce``) one line on stderr saying how the
+    model is chosen: on the validation file; without one, on ``valid_fraction`` of each user's training items held
+    out with the split seed; with ``valid_fraction=0``, none: the last model of the fixed schedule is tested.
     """
     interactions, parts = loaders.load_given(
         config.dataset,
@@ -53,6 +55,8 @@ def load_given_split(config: Config) -> tuple[Interactions, Split]:
     seed = config.resolved().split_seed
     split = given_split(interactions, parts, valid_fraction=config.valid_fraction, seed=seed)
     split.validate()
+    if not announce:
+        return interactions, split
     if parts["valid"] is not None:
         log.info("given split: the model is chosen on %s", parts["valid"].file)
     elif split.valid.nnz:
