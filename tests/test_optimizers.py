@@ -264,3 +264,28 @@ def test_lazy_update_with_repeated_rows_is_one_update_per_row():
     slices = tf.IndexedSlices(tf.constant([[1.0, 0.0], [2.0, 0.0], [0.0, 4.0]]), tf.constant([3, 3, 1]), [5, 2])
     opt.apply_gradients([(slices, table)])
     np.testing.assert_allclose(table.numpy(), [[1, 1], [1, -1], [1, 1], [-0.5, 1], [1, 1]])
+
+
+@pytest.mark.parametrize("cls", [O.LazyAdam, O.LazyAdagrad])
+def test_lazy_updates_of_two_models_under_a_strategy_touch_only_their_own_slots(cls):
+    """Under a tf.distribute strategy the optimizers hand over distributed slot variables: the compiled update must
+    not keep the first model's (a shared compiled function that captured them moved model A's slots on B's step)."""
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        tables = [tf.Variable(np.ones((6, 3), np.float32)) for _ in range(2)]
+        optimizers = [cls(learning_rate=0.1) for _ in range(2)]
+        for opt, table in zip(optimizers, tables):
+            opt.build([table])
+    gradient = tf.IndexedSlices(tf.constant(np.full((3, 3), 2.0, np.float32)), tf.constant([1, 1, 4]), [6, 3])
+
+    def step(opt, table):
+        strategy.run(tf.function(lambda: opt.apply_gradients([(gradient, table)])))
+
+    step(optimizers[0], tables[0])
+    slots_a = [v.numpy().copy() for v in optimizers[0].variables[1:]]
+    step(optimizers[1], tables[1])
+    for before, after in zip(slots_a, optimizers[0].variables[1:]):
+        np.testing.assert_array_equal(after.numpy(), before)  # B's step left A's slots alone
+    for a, b in zip(optimizers[0].variables[1:], optimizers[1].variables[1:]):
+        np.testing.assert_allclose(b.numpy(), a.numpy())  # and moved B's own the same way
+    np.testing.assert_allclose(tables[1].numpy(), tables[0].numpy())

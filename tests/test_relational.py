@@ -431,3 +431,19 @@ def test_recommend_refuses_a_relational_run_with_one_line(tmp_path):
         check_run(str(run))
     (run / "config.json").write_text(json.dumps(Config().to_dict()))
     check_run(str(run))
+
+
+@pytest.mark.parametrize("name", RELATIONAL)
+def test_relational_softmax_steps_take_the_generic_path(name):
+    """The fused softmax step recomputes plain CML distances from rows: a model with a relation must not take it."""
+    model = make(name, small_train(), loss="softmax")
+    data = {
+        "users": tf.constant([2, 3], tf.int32),
+        "positives": tf.constant([1, 2], tf.int32),
+        "candidates": tf.constant([4, 5, 6], tf.int32),
+        "candidate_is_positive": tf.zeros([2, 3], tf.bool),
+        "candidate_log_q": tf.zeros([3]),
+        "positive_log_q": tf.zeros([2]),
+    }
+    assert not model._plain_scores() and not model._fused_softmax(data)
+    assert MODELS["cml"](7, 9, embedding_dim=4, loss="softmax")._plain_scores()  # the control

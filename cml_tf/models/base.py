@@ -234,13 +234,17 @@ class MetricModel(TrainingStep, keras.Model):
         # the fused softmax step (`TrainingStep._fused_softmax`) recomputes the score from the two tables' rows:
         # only where nothing (a relation, a user tower, another lookup) changes it
         cls = type(self)
-        return (
-            not self.relational
-            and cls.user_vectors is MetricModel.user_vectors
-            and cls.item_vectors is MetricModel.item_vectors
-            and cls.extra_loss is MetricModel.extra_loss
-            and cls.compute_softmax_losses is MetricModel.compute_softmax_losses
+        hooks = (
+            "user_vectors",
+            "item_vectors",
+            "_geometry",
+            "pair_distances",
+            "shared_distances",
+            "extra_loss",
+            "_other_terms",
+            "compute_softmax_losses",
         )
+        return not self.relational and all(getattr(cls, h) is getattr(MetricModel, h) for h in hooks)
 
     # ----------------------------------------------------------------------------------------------- scoring
     #: whether the score goes through a per-pair relation r(u, v) (False: a plain distance, ranked by one matmul)

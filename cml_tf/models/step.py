@@ -350,9 +350,7 @@ class TrainingStep:
             u = self._geometry(user_rows)
             d_pos = L.squared_distances(u, self._geometry(positive_rows))
             distances = L.squared_distance_matrix(u, self._geometry(pool_rows))
-            log_q = [
-                q if q.shape.rank == 2 else tf.broadcast_to(q[None, :], tf.shape(x)) for q, x in zip(log_q, excluded)
-            ]
+            log_q = [tf.broadcast_to(q, tf.shape(x)) for q, x in zip(log_q, excluded)]  # [m] or [B, m] -> [B, m]
             per_pair = L.sampled_softmax(
                 d_pos,
                 distances,

@@ -108,6 +108,7 @@ class PositiveIndex:
 
     def __init__(self, train: sp.csr_matrix):
         train = sp.csr_matrix(train)
+        train.sum_duplicates()  # one key per (user, item): candidate_mask counts each pair once
         train.sort_indices()
         self.n_users, self.n_items = train.shape
         users = np.repeat(np.arange(self.n_users, dtype=np.int64), np.diff(train.indptr))

@@ -3,9 +3,9 @@
 Keras 3's optimizers turn an embedding gradient (``tf.IndexedSlices``) into a dense update of every row of every
 table, so a step costs O(catalog). These subclasses keep the Keras API (``model.compile(optimizer=...)``,
 checkpoints, distribution) and override ``update_step`` for ``IndexedSlices``: duplicate indices are summed, the
-moments of the touched rows are read, updated and scattered back, and only those rows of the variable move, in one
-XLA-compiled function per update (`_rows_update`; static shapes: each position of the slices carries the sum of its
-index's slices and writes the same row, so no ``tf.unique``). Dense gradients take the parent's exact path. This is
+moments of the touched rows are read, updated and scattered back, and only those rows of the variable move; the
+arithmetic is one XLA-compiled function (`_new_rows`; static shapes: each position of the slices carries the sum of
+its index's slices and writes the same row, so no ``tf.unique``). Dense gradients take the parent's exact path. This is
 the semantics of TF1 ``LazyAdamOptimizer`` / TF-Addons ``LazyAdam``: rows absent from a batch keep their moments (no
 decay) until they next appear.
 
@@ -46,27 +46,29 @@ def _summed_per_position(indices: tf.Tensor, values: tf.Tensor) -> tf.Tensor:
     return tf.gather(tf.math.unsorted_segment_sum(values, group, n), group)
 
 
-def _rows_update(rule, max_row_norm, variable, slots, indices, values, *hyper):
-    """One lazy update of the rows ``indices`` of ``variable`` and of its slot variables (compiled by XLA).
+def _new_rows(rule, max_row_norm, rows, slot_rows, indices, values, *hyper):
+    """The updated rows of a variable and of its slots for one lazy step (compiled by XLA; no variable inside, so
+    the one compiled function serves every model and every replica's variables).
 
     Args:
         rule: ``rule(g, slot_rows, *hyper) -> (new slot rows, delta)`` on [n, d] rows, ``g`` the summed gradient.
         max_row_norm: clip the updated rows to this norm (None: no clipping).
-        variable: the raw ``tf.Variable`` [rows, d]; slots: its slot variables (moments, accumulators), same shape.
-        indices: [n] int; values: [n, d] the gradient's slices (repeats allowed).
+        rows: [n, d] the variable's rows at ``indices``; slot_rows: the slots' rows there, each [n, d].
+        indices: [n] int (repeats allowed); values: [n, d] the gradient's slices.
         *hyper: scalar tensors the rule takes (learning rate, bias corrections).
+
+    Returns:
+        ([n, d] new rows, [new slot rows]): repeated indices get identical rows.
     """
-    g = tf.cast(_summed_per_position(indices, values), variable.dtype)
-    slot_rows, delta = rule(g, [tf.gather(slot, indices) for slot in slots], *hyper)
-    rows = tf.gather(variable, indices) - delta
+    g = tf.cast(_summed_per_position(indices, values), rows.dtype)
+    new_slots, delta = rule(g, slot_rows, *hyper)
+    rows = rows - delta
     if max_row_norm is not None:
         rows = tf.clip_by_norm(rows, max_row_norm, axes=[1])
-    for slot, new in zip(slots, slot_rows):
-        slot.scatter_update(tf.IndexedSlices(new, indices))
-    variable.scatter_update(tf.IndexedSlices(rows, indices))
+    return rows, new_slots
 
 
-_ROWS_UPDATE = tf.function(_rows_update, jit_compile=True)
+_NEW_ROWS = tf.function(_new_rows, jit_compile=True)
 
 
 def _adam_rule(g, slot_rows, alpha, beta_1, beta_2, epsilon):
@@ -126,8 +128,21 @@ class _RowSparseMixin:
         self.max_row_norm = max_row_norm
 
     def _update_rows(self, rule, variable, slots, gradient: tf.IndexedSlices, *hyper):
-        """Applies ``rule`` to the rows of ``gradient`` (`_rows_update`), clipping them to ``max_row_norm``."""
-        _ROWS_UPDATE(rule, self.max_row_norm, _raw(variable), slots, gradient.indices, gradient.values, *hyper)
+        """Applies ``rule`` to the rows of ``gradient`` (`_new_rows`), clipping them to ``max_row_norm``: the rows
+        are read and written here, on the variables as the strategy hands them over (a replica's own copy)."""
+        raw, indices = _raw(variable), gradient.indices
+        rows, new_slots = _NEW_ROWS(
+            rule,
+            self.max_row_norm,
+            tf.gather(raw, indices),
+            [tf.gather(slot, indices) for slot in slots],
+            indices,
+            gradient.values,
+            *hyper,
+        )
+        for slot, new in zip(slots, new_slots):
+            slot.scatter_update(tf.IndexedSlices(new, indices))  # repeated indices write identical rows
+        raw.scatter_update(tf.IndexedSlices(rows, indices))
 
     def get_config(self):
         config = super().get_config()
