@@ -371,38 +371,6 @@ def _softmax_reference(U, V, users, positives, pool, excluded, log_q_pos, log_q_
     return loss, gU, gV
 
 
-def test_softmax_loss_and_gradients_against_the_definition():
-    model = _model(geometry="ball", loss="softmax", temperature=0.7, init_stddev=0.5, seed=3)
-    users, positives = np.array([0, 1, 1]), np.array([2, 3, 5])
-    candidates = np.array([1, 3, 4, 7, 9])
-    cand_pos = np.array([[0, 0, 0, 0, 0], [0, 1, 0, 0, 0], [0, 1, 0, 0, 1]], bool)  # user 1 holds 3 (and 9, say)
-    batch_pos = np.array([[1, 0, 0], [0, 1, 1], [0, 1, 1]], bool)  # rows 1, 2 share their user: 3 and 5 are hers
-    lq_items = np.linspace(-2.0, -0.5, N_ITEMS)
-    data = {
-        "users": tf.constant(users, tf.int32),
-        "positives": tf.constant(positives, tf.int32),
-        "candidates": tf.constant(candidates, tf.int32),
-        "candidate_is_positive": tf.constant(cand_pos),
-        "candidate_log_q": tf.constant(lq_items[candidates], tf.float32),
-        "batch_is_positive": tf.constant(batch_pos),
-        "positive_log_q": tf.constant(lq_items[positives], tf.float32),
-        "batch_log_q": tf.constant(np.broadcast_to(lq_items[positives], (3, 3)), tf.float32),
-    }
-    variables = [model.user_embedding.embeddings, model.item_embedding.embeddings]
-    with tf.GradientTape() as tape:
-        terms = model.compute_softmax_losses(data)
-    gU, gV = (tf.convert_to_tensor(g).numpy() for g in tape.gradient(terms["total"], variables))
-    U, V = (v.numpy().astype(np.float64) for v in variables)
-    pool = np.concatenate([candidates, positives])
-    excluded = np.concatenate([cand_pos, batch_pos], axis=1)
-    ref_loss, ref_gU, ref_gV = _softmax_reference(
-        U, V, users, positives, pool, excluded, lq_items[positives], lq_items[pool], 0.7
-    )
-    assert terms["total"].numpy() == pytest.approx(ref_loss, rel=1e-5)
-    np.testing.assert_allclose(gU, ref_gU, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(gV, ref_gV, rtol=1e-4, atol=1e-6)
-
-
 def _softmax_data(users, positives, candidates, cand_pos, batch_pos, lq_items):
     data = {
         "users": tf.constant(users, tf.int32),
@@ -416,6 +384,29 @@ def _softmax_data(users, positives, candidates, cand_pos, batch_pos, lq_items):
         data["batch_is_positive"] = tf.constant(batch_pos)
         data["batch_log_q"] = tf.constant(np.broadcast_to(lq_items[positives], batch_pos.shape), tf.float32)
     return data
+
+
+def test_softmax_loss_and_gradients_against_the_definition():
+    model = _model(geometry="ball", loss="softmax", temperature=0.7, init_stddev=0.5, seed=3)
+    users, positives = np.array([0, 1, 1]), np.array([2, 3, 5])
+    candidates = np.array([1, 3, 4, 7, 9])
+    cand_pos = np.array([[0, 0, 0, 0, 0], [0, 1, 0, 0, 0], [0, 1, 0, 0, 1]], bool)  # user 1 holds 3 (and 9, say)
+    batch_pos = np.array([[1, 0, 0], [0, 1, 1], [0, 1, 1]], bool)  # rows 1, 2 share their user: 3 and 5 are hers
+    lq_items = np.linspace(-2.0, -0.5, N_ITEMS)
+    data = _softmax_data(users, positives, candidates, cand_pos, batch_pos, lq_items)
+    variables = [model.user_embedding.embeddings, model.item_embedding.embeddings]
+    with tf.GradientTape() as tape:
+        terms = model.compute_softmax_losses(data)
+    gU, gV = (tf.convert_to_tensor(g).numpy() for g in tape.gradient(terms["total"], variables))
+    U, V = (v.numpy().astype(np.float64) for v in variables)
+    pool = np.concatenate([candidates, positives])
+    excluded = np.concatenate([cand_pos, batch_pos], axis=1)
+    ref_loss, ref_gU, ref_gV = _softmax_reference(
+        U, V, users, positives, pool, excluded, lq_items[positives], lq_items[pool], 0.7
+    )
+    assert terms["total"].numpy() == pytest.approx(ref_loss, rel=1e-5)
+    np.testing.assert_allclose(gU, ref_gU, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(gV, ref_gV, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("geometry", ["sphere", "ball"])
