@@ -40,6 +40,17 @@ def variants(text: str) -> dict[str, dict]:
     return value
 
 
+def fields(text: str) -> dict:
+    """A JSON object of Config fields (``{"gor_weight": 1}``)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object of Config fields")
+    return value
+
+
 #: flag -> (type, help) of the flags several subcommands take
 COMMON = {
     "rounds": (int, "rounds alternating what is compared (or repeated timings); figures are medians over them"),

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from experiments.bench.flags import common
+from experiments.bench.flags import common, fields
 from experiments.bench.report import Table, median, spread
 from experiments.bench.timing import alternate, run_floor, synthetic_train, time_training
 
@@ -37,7 +37,8 @@ def add_arguments(p) -> None:
     p.add_argument("--preset", default=None, help="the Config preset profiled, e.g. accurate (none: the defaults)")
     p.add_argument(
         "--overrides",
-        default="{}",
+        type=fields,
+        default={},
         help='JSON: Config fields changed from the preset, e.g. {"gor_weight": 1}',
     )
     p.add_argument("--eval_users", type=int, default=5000, help="users of the timed validation pass (0: skip it)")
@@ -78,18 +79,17 @@ def run(args) -> list[Table]:
     """One table: each part's median ms, its share of ``fit`` fed by the pipeline, and the floor."""
     import json
 
+    import scipy.sparse as sp
     import tensorflow as tf
 
     from cml_tf.data.splits import Split
     from cml_tf.training.config import Config
     from cml_tf.training.run import build_model, training_stream
 
-    overrides = json.loads(args.overrides)
+    overrides = args.overrides
     train = synthetic_train(args.users, args.items, args.nnz)
-    fields = {"batch_size": args.batch_size, **overrides}
-    config = Config(preset=args.preset, **fields).resolved()
-    import scipy.sparse as sp
-
+    changed = {"batch_size": args.batch_size, **overrides}
+    config = Config(preset=args.preset, **changed).resolved()
     empty = sp.csr_matrix(train.shape, dtype=np.float32)
     stream = training_stream(config, None, Split(train, empty, empty))
     model = build_model(config, *train.shape, steps_per_execution=20, train=train)
@@ -151,12 +151,12 @@ def run(args) -> list[Table]:
         args.batch_size,
         config.num_negatives,
         args.steps,
-        overrides=fields,
+        overrides=changed,
         cached=True,
         preset=preset,
     )["ms_per_step"]
     measures["fit: the step fed by the pipeline"] = lambda: time_training(
-        train, config.sampler, args.batch_size, config.num_negatives, args.steps, overrides=fields, preset=preset
+        train, config.sampler, args.batch_size, config.num_negatives, args.steps, overrides=changed, preset=preset
     )["ms_per_step"]
 
     def pipeline_alone() -> float:
