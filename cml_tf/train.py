@@ -207,6 +207,11 @@ flags.DEFINE_float(
 )
 flags.DEFINE_float("epochs", _D.epochs, "Passes over the training pairs (ignored when --max_steps is set).")
 flags.DEFINE_integer("max_steps", None, "Training steps (overrides --epochs).")
+flags.DEFINE_float(
+    "max_train_seconds",
+    None,
+    "Budget of training seconds (evaluation excluded): stop at the first validation past it (default none).",
+)
 flags.DEFINE_integer("eval_every", _D.eval_every, "Validation evaluation (and checkpoint) every N steps.")
 flags.DEFINE_integer("eval_users", None, "Evaluate a seeded sample of this many validation users (default all).")
 flags.DEFINE_integer(
@@ -401,6 +406,7 @@ _HELP_GROUPS = [
             "sparse_updates",
             "epochs",
             "max_steps",
+            "max_train_seconds",
             "eval_every",
             "eval_users",
             "test_users",

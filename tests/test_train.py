@@ -88,6 +88,31 @@ def test_max_steps_is_exact_when_not_a_multiple_of_the_period(tmp_path):
     assert results["steps"] == 47
 
 
+def test_a_time_budget_stops_the_run_at_the_first_validation_past_it(tmp_path):
+    results = training.train(tiny_config(sampler="uniform", max_train_seconds=1e-9), str(tmp_path), verbose=0)
+    rows = read_metrics_csv(os.path.join(tmp_path, "metrics.csv"))
+    assert [int(r["step"]) for r in rows] == [20]  # of max_steps=60: the budget ended it after the first period
+    assert results["steps"] == 20 and results["best_step"] == 20
+    assert training.train(tiny_config(sampler="uniform", max_train_seconds=1e-9), str(tmp_path), verbose=0) == results
+    rows = read_metrics_csv(os.path.join(tmp_path, "metrics.csv"))
+    assert [int(r["step"]) for r in rows] == [20]  # finished: not trained again
+
+
+def test_an_interrupted_run_over_its_budget_is_not_trained_further_and_a_larger_budget_goes_on(tmp_path):
+    from cml_tf.training.callbacks import budget_spent
+
+    rows = [{"step": 20, "train_seconds": 1.5}, {"step": 40, "train_seconds": 3.0}]
+    assert budget_spent(rows, 3.0) and budget_spent(rows, 2.0)
+    assert not budget_spent(rows, 3.5) and not budget_spent(rows, None) and not budget_spent([], 1.0)
+    # an interrupted run (results.json removed after the first period) resumes under a larger budget: the length
+    # fields, the budget among them, may change
+    training.train(tiny_config(sampler="uniform", max_train_seconds=1e-9), str(tmp_path), verbose=0)
+    os.unlink(os.path.join(tmp_path, "results.json"))
+    results = training.train(tiny_config(sampler="uniform", max_train_seconds=1e6), str(tmp_path), verbose=0)
+    rows = read_metrics_csv(os.path.join(tmp_path, "metrics.csv"))
+    assert [int(r["step"]) for r in rows] == [20, 40, 60] and results["steps"] == 60
+
+
 def test_same_seed_same_results_and_finished_run_is_not_retrained(tmp_path, finished_run):
     _, first = finished_run
     again = training.train(tiny_config(sampler="2stage"), str(tmp_path / "again"), verbose=0)
@@ -296,6 +321,7 @@ def test_cli_trains_resumes_after_kill_and_reports(tmp_path):
         ("--preset=accurate --num_negatives=5", "error: --num_negatives does not apply to --loss=softmax with"),
         ("--loss=softmax --hinge=min", "error: --hinge does not apply to --loss=softmax"),
         ("--preset=accurate --preset=collmetric", "error: --preset given 2 times"),
+        ("--max_train_seconds=0", "error: --max_train_seconds must be positive, got 0.0"),
     ],
 )
 def test_cli_bad_flags_fail_before_training_with_the_flag_named(flag, message, tmp_path):

@@ -208,6 +208,25 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
                 self.wait += 1
 
 
+class TimeBudget(keras.callbacks.Callback):
+    """Stops `fit` at the end of the first validation period whose cumulative training seconds (metrics.csv's
+    ``train_seconds``, evaluation excluded, carried over a resume) reach ``max_train_seconds``."""
+
+    def __init__(self, rows: list[dict], max_train_seconds: float):
+        super().__init__()
+        self.rows = rows
+        self.max_train_seconds = max_train_seconds
+
+    def on_epoch_end(self, epoch, logs=None):
+        if budget_spent(self.rows, self.max_train_seconds):
+            self.model.stop_training = True
+
+
+def budget_spent(rows: list[dict], max_train_seconds: float | None) -> bool:
+    """Whether the run whose metrics rows are ``rows`` has used its training-time budget (None: no budget)."""
+    return max_train_seconds is not None and bool(rows) and rows[-1]["train_seconds"] >= max_train_seconds
+
+
 def default_verbose(verbose: int | None) -> int:
     """``verbose``, or 1 (a progress bar) when stdout is a terminal and 2 (a line per period) when not."""
     if verbose is not None:
@@ -228,7 +247,8 @@ def validation_evaluator(config: Config, split: Split, devices: Devices | None =
 def training_callbacks(
     config: Config, schedule: Schedule, run: RunPlace, state: RunState, split: Split, verbose: int
 ) -> list[keras.callbacks.Callback]:
-    """Validation + checkpoints + metrics.csv, TensorBoard, progress (``verbose``) and early stopping."""
+    """Validation + checkpoints + metrics.csv, TensorBoard, progress (``verbose``), early stopping and the
+    training-time budget (after the validation, which writes the period's row it reads)."""
     pairs = split.train.nnz
     evaluator = validation_evaluator(config, split, run.devices)
     callbacks: list[keras.callbacks.Callback] = [
@@ -261,4 +281,6 @@ def training_callbacks(
         history = [r[key] for r in state.rows if key in r]
         patience = config.early_stopping_patience
         callbacks.append(ResumableEarlyStopping(history, monitor=f"val_{key}", mode="max", patience=patience))
+    if config.max_train_seconds is not None:
+        callbacks.append(TimeBudget(state.rows, config.max_train_seconds))
     return callbacks

@@ -170,7 +170,8 @@ class Config:
     ``split_seed``: the split's own seed (None: 1 for 'original', CollMetric's, and 0 for 'kfold'); ``seed`` seeds
     initialisation, sampling and validation-user sampling.
     Optimisation: ``optimizer``, ``learning_rate``, ``sparse_updates`` (lazy row-sparse optimizer; False = Keras'
-    exact dense one), ``epochs`` (over training pairs) or ``max_steps`` (wins when set).
+    exact dense one), ``epochs`` (over training pairs) or ``max_steps`` (wins when set), ``max_train_seconds`` (a
+    wall-clock budget of training, evaluation excluded: the run stops at the first validation past it).
     Evaluation: ``eval_every`` steps, ``eval_users`` (a seeded sample of validation users; None = all),
     ``test_users`` (a sample of test users seeded by the split's seed, so every model and seed on one split ranks
     the same users; None = all), ``k``,
@@ -240,6 +241,7 @@ class Config:
     sparse_updates: bool = True
     epochs: float = 20.0
     max_steps: int | None = None
+    max_train_seconds: float | None = None
     # evaluation
     eval_every: int = 1000
     eval_users: int | None = None
@@ -357,6 +359,10 @@ class Config:
             (0 <= self.valid_fraction < 1, f"--valid_fraction must be in [0, 1), got {self.valid_fraction}"),
             (self.epochs > 0, f"--epochs must be positive, got {self.epochs}"),
             (self.max_steps is None or self.max_steps > 0, f"--max_steps must be positive, got {self.max_steps}"),
+            (
+                self.max_train_seconds is None or self.max_train_seconds > 0,
+                f"--max_train_seconds must be positive, got {self.max_train_seconds}",
+            ),
             (self.eval_every > 0, f"--eval_every must be positive, got {self.eval_every}"),
             (self.eval_users is None or self.eval_users > 0, f"--eval_users must be positive, got {self.eval_users}"),
             (self.test_users is None or self.test_users > 0, f"--test_users must be positive, got {self.test_users}"),

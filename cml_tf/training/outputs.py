@@ -24,7 +24,8 @@ A run is bound to its data by data.json's fingerprint of the loaded interactions
 of the config): the same content under another path resumes (a moved checkout), other content is refused. A run
 from before data.json has no fingerprint: it resumes only from the same data path, and records the fingerprint
 of the data it resumes on (a finished one is only read, so it records nothing). An interrupted run may resume with
-another length (``--max_steps`` or ``--epochs``) unless it has already trained past the new end.
+another length (``--max_steps``, ``--epochs`` or ``--max_train_seconds``) unless it has already trained past the new
+end.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def _remove_run_files(model_dir: str) -> None:
 
 
 #: the config fields that set the schedule's length: an interrupted run may resume with other values
-LENGTH_FIELDS = ("max_steps", "epochs")
+LENGTH_FIELDS = ("max_steps", "epochs", "max_train_seconds")
 
 
 def _checkpoint_step(model_dir: str) -> int | None:

@@ -33,7 +33,7 @@ from cml_tf.data.interactions import Interactions
 from cml_tf.data.splits import Split
 from cml_tf.models import MODELS, MetricModel
 from cml_tf.sampling.pipeline import SamplerSpec, TrainingStream
-from cml_tf.training.callbacks import default_verbose, training_callbacks
+from cml_tf.training.callbacks import budget_spent, default_verbose, training_callbacks
 from cml_tf.training.config import Config, default_hinge
 from cml_tf.training.data import data_identity, fit_to_data, item_features, load_data
 from cml_tf.training.distribute import Devices
@@ -155,7 +155,8 @@ def train(
             model = build_model(config, *split.train.shape, features, steps_per_execution=spe, train=split.train)
         state = run.restore(model, schedule.total_steps)
         callbacks = training_callbacks(config, schedule, run, state, split, default_verbose(verbose))
-        if state.start_step < schedule.total_steps and not _patience_exhausted(state.rows, config):
+        stopped = _patience_exhausted(state.rows, config) or budget_spent(state.rows, config.max_train_seconds)
+        if state.start_step < schedule.total_steps and not stopped:
             fit_periods(model, stream, schedule, state.start_step, callbacks, devices)
         return run.finish(config, model, state, interactions, split)
 
