@@ -547,6 +547,61 @@ def test_accuracy_time_points_average_over_folds_and_plot(tmp_path):
     assert accuracy_time.main(argv) == 0 and (tmp_path / "accuracy_time.png").stat().st_size > 0
 
 
+def test_time_to_accuracy_scores_the_best_validation_within_each_budget():
+    import pandas as pd
+
+    from experiments import time_to_accuracy as tta
+
+    def rows(setting, points):
+        batch, rate = tta.parse_setting(setting)
+        return [
+            {
+                "dataset": "d",
+                "setting": setting,
+                "batch_size": batch,
+                "learning_rate": rate,
+                "step": 10 * (i + 1),
+                "epoch": 0.0,
+                "train_seconds": t,
+                "val_ndcg": v,
+                "k": 20,
+            }
+            for i, (t, v) in enumerate(points)
+        ]
+
+    curves = pd.DataFrame(rows("256:1e-4", [(50, 0.1), (110, 0.3), (170, 0.2)]) + rows("1024:3e-4", [(70, 0.25)]))
+    table = tta.best_within(curves, [1, 2, 3])
+    assert table.loc[("d", "256:1e-4")].tolist()[:3] == [0.1, 0.3, 0.3]  # the best so far, not the last
+    first = table.loc[("d", "1024:3e-4")]
+    assert np.isnan(first["1 min"]) and first["2 min"] == first["3 min"] == 0.25  # no validation within 1 min
+    assert first["pairs/s"] == pytest.approx(10 * 1024 / 70)
+    text = tta.render(curves, [1, 2, 3])
+    assert "| 256:1e-4 | **0.1000** | **0.3000** | **0.3000** |" in text
+    assert "| 1024:3e-4 | — | 0.2500 | 0.2500 |" in text
+    assert "Leads: 1 min: 256:1e-4; 2 min: 256:1e-4; 3 min: 256:1e-4." in text
+
+
+@pytest.mark.parametrize("argv", [["--grid=1024"], ["--grid=0:1e-4"], ["--grid=256:x"], ["--datasets=yelp"]])
+def test_time_to_accuracy_bad_flags_are_one_line(argv, capsys):
+    from experiments import time_to_accuracy as tta
+
+    with pytest.raises(SystemExit):
+        tta.parse_args(argv)
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("python -m experiments.time_to_accuracy: error")
+
+
+def test_time_to_accuracy_run_is_the_preset_with_the_setting_and_a_budget():
+    from cml_tf.training.config import Config
+    from experiments import time_to_accuracy as tta
+
+    args = tta.parse_args(["--budgets=1,4", "--eval_pairs=100000"])
+    config = tta.run_config("ml-1m", "1024:3e-4", args)
+    preset = Config(preset="accurate")
+    assert (config.loss, config.temperature, config.sampler) == (preset.loss, preset.temperature, preset.sampler)
+    assert (config.batch_size, config.learning_rate, config.k) == (1024, 3e-4, 20)
+    assert config.max_train_seconds == 240.0 and config.eval_every == 98 and config.split == "given"
+
+
 def test_accurate_linear_baselines_sit_beside_the_choice_and_never_take_part():
     from experiments import accurate
 
