@@ -18,6 +18,7 @@ ENV = (
     "CML_TF_HLR",
     "CML_TF_COLD_START",
     "CML_TF_SIDE_INFO",
+    "CML_TF_TTA",
 )
 
 
@@ -74,6 +75,7 @@ def test_notebook_runs_on_the_fixture(path, monkeypatch):
         CML_TF_HLR=os.path.join(FIXTURES, "hlr_table"),
         CML_TF_COLD_START=os.path.join(FIXTURES, "cold_start"),
         CML_TF_SIDE_INFO=os.path.join(FIXTURES, "side_info"),
+        CML_TF_TTA=os.path.join(FIXTURES, "time_to_accuracy"),
     )
 
 
@@ -127,6 +129,27 @@ def test_notebook_with_nothing_to_read_stops_with_one_line(path, tmp_path, monke
     message = str(e.value)
     assert f"nothing to show: no runs in {tmp_path}" in message
     assert "Traceback" not in message and "pandas" not in message
+
+
+def test_time_to_accuracy_notebook_scores_each_budget_from_the_fixture_and_stops_with_one_line_without_it(
+    tmp_path, monkeypatch
+):
+    import pandas as pd
+
+    path = os.path.join(ROOT, "notebooks", "09_time_to_accuracy.ipynb")
+    fixture = os.path.join(FIXTURES, "time_to_accuracy")
+    nb = execute(path, monkeypatch, CML_TF_TTA=fixture)
+    text = outputs(nb)
+    curves = pd.read_csv(os.path.join(fixture, "curves.csv"))
+    assert f"{curves.groupby(['dataset', 'setting']).ngroups} runs on" in text
+    for dataset, sub in curves.groupby("dataset"):  # the leader within 1 minute, from the definition
+        within = sub[sub.train_seconds <= 60.0]
+        leader = within.loc[within.val_ndcg.idxmax(), "setting"]
+        assert f"{dataset} leads: 1 min: {leader};" in text
+    nbclient = pytest.importorskip("nbclient")
+    with pytest.raises(nbclient.exceptions.CellExecutionError) as e:
+        execute(path, monkeypatch, CML_TF_TTA=str(tmp_path))
+    assert f"no curves.csv in {tmp_path}: run python -m experiments.time_to_accuracy first" in str(e.value)
 
 
 def test_side_info_notebook_with_nothing_to_read_stops_with_one_line(tmp_path, monkeypatch):
