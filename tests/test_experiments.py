@@ -627,6 +627,31 @@ def test_accurate_linear_baselines_sit_beside_the_choice_and_never_take_part():
 
 
 @pytest.mark.slow  # a whole runner / processes end to end (default run kept under 10 minutes)
+def test_bench_matmul_times_every_kernel_and_dtype_against_float32(capsys):
+    from experiments.bench.__main__ import main
+
+    (table,) = main(["matmul", "--batch_sizes=8", "--candidates=32", "--dim=4", "--rounds=2", "--calls=2", "--out="])
+    assert [(r["kernels"], r["dtype"]) for r in table.rows] == [
+        ("TensorFlow (oneDNN)", "float32"),
+        ("TensorFlow (oneDNN)", "bfloat16"),
+        ("XLA", "float32"),
+        ("XLA", "bfloat16"),
+    ]
+    assert table.rows[0]["/ float32 TF"] == 1.0 and all(r["ms"] > 0 for r in table.rows)
+    assert "The softmax step's three products (C=32, d=4)" in capsys.readouterr().out
+
+
+def test_bench_matmul_products_equal_the_definition():
+    import tensorflow as tf
+
+    from experiments.bench.matmul import three_products
+
+    u, v, g = np.arange(6.0).reshape(2, 3), np.arange(12.0).reshape(4, 3), np.arange(8.0).reshape(2, 4)
+    want = (u @ v.T).sum() + (g @ v).sum() + (g.T @ u).sum()
+    got = three_products(tf.float32)(*(tf.constant(x, tf.float32) for x in (u, v, g)))
+    assert float(got) == pytest.approx(want)
+
+
 def test_bench_step_prints_the_step_alone_fed_and_the_pipeline(capsys):
     from experiments.bench.__main__ import main
 

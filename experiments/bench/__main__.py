@@ -15,6 +15,7 @@ Subcommands (``python -m experiments.bench <subcommand> --help`` for each one's 
     models      training pairs/s and full-ranking time per model of the CML family (ml-100k)
     retrieval   faiss HNSW / IVF against exact retrieval: recall@50, queries/s
     floor       the bare-TF speed floors (../shared/bench/floor.py, floor_softmax.py) alone
+    matmul      the sampled softmax's three matrix products in float32 and bfloat16, by TensorFlow's kernels and XLA
 
 Each run prints one Markdown report (experiments.bench.report: a title line with the subcommand, machine, commit and
 date; medians with min..max where a figure is repeated; ratios measured in the same run) and appends it to
@@ -34,7 +35,19 @@ from experiments.bench.flags import BenchParser
 from experiments.bench.report import RESULTS, Stamp, Table, render, write_results
 from experiments.bench.timing import FloorMissing
 
-SUBCOMMANDS = ("grid", "step", "profile", "stage2", "end_to_end", "eval", "load", "models", "retrieval", "floor")
+SUBCOMMANDS = (
+    "grid",
+    "step",
+    "profile",
+    "stage2",
+    "end_to_end",
+    "eval",
+    "load",
+    "models",
+    "retrieval",
+    "floor",
+    "matmul",
+)
 
 
 def parser() -> BenchParser:
