@@ -150,6 +150,18 @@ flags.DEFINE_enum(
 flags.DEFINE_float(
     "temperature", _D.temperature, "softmax: τ of the logits -D²(u,v)/τ (the start with --learn_temperature)."
 )
+flags.DEFINE_string(
+    "temperature_probe",
+    None,
+    "softmax: τ values to probe, e.g. 0.5,0.2: each trains --temperature_probe_epochs first, and the one with the best "
+    "validation NDCG@k goes on (from its probe's checkpoint) as --temperature; 'none' = off. Default: the preset's "
+    "(accurate: 0.5,0.2), else none.",
+)
+flags.DEFINE_float(
+    "temperature_probe_epochs",
+    _D.temperature_probe_epochs,
+    "softmax: the length of each --temperature_probe run (rounded to whole --eval_every periods).",
+)
 flags.DEFINE_bool("learn_temperature", _D.learn_temperature, "softmax: train log τ with the tables.")
 flags.DEFINE_bool("softmax_in_batch", _D.softmax_in_batch, "softmax: the batch's positives join the pool of negatives.")
 flags.DEFINE_enum(
@@ -250,8 +262,9 @@ FLAGS = flags.FLAGS
 log = logging.getLogger("cml_tf")
 
 # flag name -> Config field, for the flags that map one to one.
-# flags parsed from text: stage2_weight_cap ('none' = uncapped), stage2_refresh_every ('never')
-_PARSED_FLAGS = ("stage2_weight_cap", "stage2_refresh_every")
+# flags parsed from text: stage2_weight_cap ('none' = uncapped), stage2_refresh_every ('never'), temperature_probe
+# (a comma-separated list; 'none' = off)
+_PARSED_FLAGS = ("stage2_weight_cap", "stage2_refresh_every", "temperature_probe")
 _CONFIG_FLAGS = [
     f.name for f in dataclasses.fields(Config) if f.name not in ("preset", "dataset_options", *_PARSED_FLAGS)
 ]
@@ -287,6 +300,12 @@ def config_from_flags(flag_values=FLAGS) -> Config:
         values["stage2_weight_cap"] = _parse_weight_cap(flag_values.stage2_weight_cap)
     if flag_values["stage2_refresh_every"].present:
         values["stage2_refresh_every"] = _parse_refresh(flag_values.stage2_refresh_every)
+    if flag_values["temperature_probe"].present:
+        values["temperature_probe"] = _parse_temperatures(flag_values.temperature_probe)
+        if values["temperature_probe"] and flag_values["temperature"].present:
+            raise ValueError(
+                "--temperature and --temperature_probe: give one (the probe chooses --temperature among its values)"
+            )
     config = Config(preset=flag_values.preset, **values)
     config.validate()
     ignored = _ignored_flag(config, flag_values)
@@ -316,6 +335,16 @@ def _parse_refresh(text: str) -> int:
     if value < 0:
         raise ValueError(f"--stage2_refresh_every: expected an integer >= 0 or 'never', got {value}")
     return value
+
+
+def _parse_temperatures(text: str) -> tuple[float, ...]:
+    text = text.strip().lower()
+    if text in ("", "none"):
+        return ()
+    try:
+        return tuple(float(t) for t in text.split(","))
+    except ValueError:
+        raise ValueError(f"--temperature_probe: expected comma-separated numbers or 'none', got {text!r}") from None
 
 
 def _error(message) -> int:

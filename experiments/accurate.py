@@ -54,6 +54,9 @@ CANDIDATES: dict[str, dict] = {
     # the preset at a 4x batch (experiments.time_to_accuracy: 1.5x the pairs/s), at its rate and at 3x
     "softmax-t0.5-b1024": {**_SOFTMAX, "temperature": 0.5, "batch_size": 1024},
     "softmax-t0.5-b1024-lr3e-4": {**_SOFTMAX, "temperature": 0.5, "batch_size": 1024, "learning_rate": 3e-4},
+    # τ = 0.5 and 0.2 probed for 5 epochs (rounded to whole validation periods), the better one on validation
+    # trained on (cml_tf.training.run.probe_temperature)
+    "softmax-probe": {**_SOFTMAX, "temperature": 0.5, "temperature_probe": (0.5, 0.2)},
 }
 BASELINE = "hinge-uniform-n5"
 #: today's --preset=accurate: a candidate replaces it only if its validation NDCG@50 is at least the incumbent's on

@@ -22,8 +22,11 @@ Rows (``--methods``, `CML_METHODS` then `BASELINE_METHODS`):
   (training counts) may be asked for, but is not a default row.
 * The published rows of `PUBLISHED` (Lee et al., RecSys 2024), each naming its source.
 
-``--epochs`` / ``--max_steps`` shorten the CML schedules for quick checks (the runs then go to their own
-directories, e.g. ``accurate-steps300``). Re-running a command skips finished runs and resumes interrupted ones.
+``--epochs`` / ``--max_steps`` shorten the CML schedules for quick checks, and ``--max_train_seconds`` bounds each
+CML run's training time (the runs then go to their own directories, e.g. ``accurate-steps300`` or
+``accurate-full-900s``). ``--preset=accurate`` probes its temperature (`cml_tf.training.run.probe_temperature`):
+its row's params name the τ chosen on valid.txt, and its training seconds include the probes. Re-running a command
+skips finished runs and resumes interrupted ones.
 
 Outputs in ``--out_dir`` (default experiments/results/public_splits): results.csv (one row per split x method of
 ours), public_splits.md (one table per split, printed at the end), command.txt (appended). Runs in ``--runs_dir``
@@ -143,7 +146,14 @@ def cml_config(name: str, path: str, train_pairs: int, args):
     if args.epochs is not None:
         fields["epochs"] = args.epochs
     config = Config(
-        dataset="lightgcn", data_path=path, split="given", k=K, seed=args.seed, max_steps=args.max_steps, **fields
+        dataset="lightgcn",
+        data_path=path,
+        split="given",
+        k=K,
+        seed=args.seed,
+        max_steps=args.max_steps,
+        max_train_seconds=args.max_train_seconds,
+        **fields,
     )
     steps = cml_steps(config, train_pairs)
     return dataclasses.replace(config, eval_every=max(1, min(args.eval_every, math.ceil(steps / MIN_EVALS))))
@@ -159,8 +169,10 @@ def cml_steps(config, train_pairs: int) -> int:
 def budget_tag(args) -> str:
     """The run directories' suffix: the CML schedules as the methods set them ('full') or the override."""
     if args.max_steps is not None:
-        return f"steps{args.max_steps}"
-    return "full" if args.epochs is None else f"epochs{args.epochs:g}"
+        tag = f"steps{args.max_steps}"
+    else:
+        tag = "full" if args.epochs is None else f"epochs{args.epochs:g}"
+    return tag if args.max_train_seconds is None else f"{tag}-{args.max_train_seconds:g}s"
 
 
 def search_trials(method: str, args) -> int:
@@ -168,6 +180,12 @@ def search_trials(method: str, args) -> int:
     from experiments.baselines import MAX_TRIALS, SEARCH_SPACES
 
     return min(args.trials, MAX_TRIALS.get(method, args.trials)) if method in SEARCH_SPACES else 0
+
+
+def _chosen(results: dict) -> dict:
+    """What a CML run chose on validation, for the params column: the τ of its temperature probe."""
+    probe = results.get("temperature_probe")
+    return {"temperature_chosen": probe["chosen"]} if probe else {}
 
 
 def prior_seconds(method: str, steps: int, eval_every: int, shape: tuple[int, int], train_pairs: int, args) -> float:
@@ -270,7 +288,7 @@ class Runner:
                 "trials": 0,
                 "steps": results["steps"],
                 "best_step": results["best_step"],
-                "params": json.dumps(CML_METHODS[method][1]),
+                "params": json.dumps({**CML_METHODS[method][1], **_chosen(results)}),
             }
         else:
             from experiments.baselines import EaseMemoryError, run_baseline
@@ -444,6 +462,12 @@ def parse_args(argv=None):
     p.add_argument("--runs_dir", default=os.path.join(ROOT, "experiments", "runs", "public_splits"))
     p.add_argument("--epochs", type=float, default=None, help="CML epochs instead of each method's own")
     p.add_argument("--max_steps", type=int, default=None, help="CML steps instead of each method's schedule")
+    p.add_argument(
+        "--max_train_seconds",
+        type=float,
+        default=None,
+        help="CML budget of training seconds (its probes included; validation excluded), e.g. 900",
+    )
     p.add_argument("--eval_every", type=int, default=1000, help="CML validation period (at least 5 per run)")
     p.add_argument("--trials", type=int, default=DEFAULT_TRIALS, help="baselines' validation search (EASE^R: <= 4)")
     p.add_argument("--factors", type=int, default=DEFAULT_FACTORS, help="ALS / BPR factors")
@@ -458,7 +482,7 @@ def parse_args(argv=None):
     if missing or not args.splits:
         where = ", ".join(split_dir(args.data_root, s) for s in missing) or "none given"
         p.error(f"--splits: no LightGCN directory {where} (--data_root={args.data_root})")
-    for name in ("epochs", "max_steps", "eval_every", "trials", "factors", "num_threads"):
+    for name in ("epochs", "max_steps", "max_train_seconds", "eval_every", "trials", "factors", "num_threads"):
         value = getattr(args, name)
         if value is not None and not value > 0:
             p.error(f"--{name} must be positive, got {value}")

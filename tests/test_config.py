@@ -28,12 +28,49 @@ def python_wording():
 def test_preset_from_python_takes_the_preset_then_the_fields_given():
     config = Config(preset="accurate", dataset="movielens", temperature=0.2)
     # from the definition: the dataclass defaults, the preset's values over them, the fields given over those
+    # (a τ given is the τ run: the preset's temperature probe goes with it)
     want = {**dataclasses.asdict(Config()), **PRESETS["accurate"], "dataset": "movielens", "temperature": 0.2}
+    want["temperature_probe"] = ()
     got = dataclasses.asdict(config)
     assert got.pop("preset") == "accurate"
     want.pop("preset")
     assert got == want
     assert (config.loss, config.temperature, config.epochs) == ("softmax", 0.2, 50.0)
+
+
+def test_the_accurate_preset_probes_its_temperature_unless_one_is_given():
+    assert Config(preset="accurate").temperature_probe == (0.5, 0.2)
+    assert Config(preset="accurate", temperature=0.3).temperature_probe == ()
+    # both given: the probe is kept (it chooses the τ run); the command refuses the pair, a caller may mean it
+    assert Config(preset="accurate", temperature=0.3, temperature_probe=[0.1, 0.3]).temperature_probe == (0.1, 0.3)
+    assert Config(preset="accurate", temperature_probe=()).temperature_probe == ()
+
+
+def test_temperature_probe_values_are_checked_and_unused_without_the_softmax():
+    for probe, message in (
+        ((0.5,), "temperature_probe needs 2 or more distinct values, got 0.5"),
+        ((0.5, 0.5), "temperature_probe needs 2 or more distinct values, got 0.5,0.5"),
+        ((0.5, -0.2), "temperature_probe values must be positive, got 0.5,-0.2"),
+        ((0.5, float("inf")), "temperature_probe values must be positive, got 0.5,inf"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            Config(loss="softmax", temperature_probe=probe).validate()
+    with pytest.raises(ValueError, match="temperature_probe_epochs must be positive"):
+        Config(loss="softmax", temperature_probe=(0.5, 0.2), temperature_probe_epochs=0).validate()
+    hinge = unused_fields(Config(temperature_probe=(0.5, 0.2)))
+    assert hinge["temperature_probe"] == hinge["temperature"] == "does not apply to --loss=hinge (only softmax)"
+    assert "temperature_probe_epochs" in unused_fields(Config(loss="softmax"))
+    assert "temperature_probe_epochs" not in unused_fields(Config(loss="softmax", temperature_probe=(0.5, 0.2)))
+
+
+def test_a_temperature_probe_saves_as_a_list_and_loads_back_as_the_same_tuple(tmp_path):
+    config = Config(preset="accurate").resolved()
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config.to_dict()))
+    assert json.loads(path.read_text())["temperature_probe"] == [0.5, 0.2]
+    loaded = Config.load(str(path))
+    assert loaded.temperature_probe == (0.5, 0.2) and loaded.resolved() == config
+    assert config_differences(json.loads(path.read_text()), config) == []
 
 
 def test_preset_is_exported_at_the_top_without_tensorflow():

@@ -178,10 +178,28 @@ def test_runner_flags_are_checked_in_one_line(tmp_path, capsys):
         (["--methods=accurate,lightgcn"], "--methods: unknown lightgcn"),
         ([f"--data_root={tmp_path}", "--splits=yelp"], "--splits: no LightGCN directory"),
         (["--max_steps=0"], "--max_steps must be positive"),
+        (["--max_train_seconds=-5"], "--max_train_seconds must be positive"),
     ):
         with pytest.raises(SystemExit):
             public_splits.parse_args(argv)
         assert message in capsys.readouterr().err
+
+
+def test_a_training_budget_reaches_the_runs_and_names_their_directories(tmp_path):
+    from experiments import public_splits
+
+    root = tmp_path / "data"
+    popularity_dir(root / "lastfm-lightgcn")
+    args = public_splits.parse_args([f"--data_root={root}", "--splits=lastfm", "--max_train_seconds=900"])
+    config = public_splits.cml_config("accurate", str(root / "lastfm-lightgcn"), 1000, args)
+    assert config.max_train_seconds == 900 and config.temperature_probe == (0.5, 0.2)  # the preset's probe
+    args.out_dir = str(tmp_path / "o")
+    runner = public_splits.Runner(args)
+    assert runner.run_dir("lastfm", "accurate").endswith(os.path.join("lastfm", "accurate-full-900s"))
+    no_budget = public_splits.parse_args([f"--data_root={root}", "--splits=lastfm", "--epochs=5"])
+    assert public_splits.budget_tag(no_budget) == "epochs5"
+    assert public_splits._chosen({"temperature_probe": {"chosen": 0.2}}) == {"temperature_chosen": 0.2}
+    assert public_splits._chosen({}) == {}
 
 
 def test_published_rows_live_in_one_place_with_a_source_each():

@@ -322,6 +322,18 @@ def test_cli_trains_resumes_after_kill_and_reports(tmp_path):
         ("--loss=softmax --hinge=min", "error: --hinge does not apply to --loss=softmax"),
         ("--preset=accurate --preset=collmetric", "error: --preset given 2 times"),
         ("--max_train_seconds=0", "error: --max_train_seconds must be positive, got 0.0"),
+        (
+            "--preset=accurate --temperature=0.3 --temperature_probe=0.5,0.2",
+            "error: --temperature and --temperature_probe: give one",
+        ),
+        ("--preset=accurate --temperature_probe=warm", "error: --temperature_probe: expected comma-separated numbers"),
+        ("--preset=accurate --temperature_probe=0.5", "error: --temperature_probe needs 2 or more distinct values"),
+        ("--preset=accurate --temperature_probe=0.5,0", "error: --temperature_probe values must be positive"),
+        ("--temperature_probe=0.5,0.2", "error: --temperature_probe does not apply to --loss=hinge (only softmax)"),
+        (
+            "--loss=softmax --temperature_probe_epochs=2",
+            "error: --temperature_probe_epochs does not apply without --temperature_probe",
+        ),
     ],
 )
 def test_cli_bad_flags_fail_before_training_with_the_flag_named(flag, message, tmp_path):
@@ -552,12 +564,21 @@ def test_stage1_uniform_mix_is_off_unless_asked():
 
 
 def test_accurate_preset_is_the_softmax_over_the_stage1_candidates():
-    argvs = [("--preset=accurate",), ("--preset=accurate", "--temperature=0.2")]
+    argvs = [
+        ("--preset=accurate",),
+        ("--preset=accurate", "--temperature=0.2"),
+        ("--preset=accurate", "--temperature_probe=none"),
+        ("--preset=accurate", "--temperature_probe=0.1,0.3,1", "--temperature_probe_epochs=2"),
+    ]
     configs = _configs_from_flags(*argvs)
     accurate = configs[argvs[0]]
     assert (accurate.sampler, accurate.loss, accurate.temperature, accurate.epochs) == ("2stage", "softmax", 0.5, 50.0)
     assert accurate.gor_weight == 0.0 and accurate.num_candidates == 2000
-    assert configs[argvs[1]].temperature == 0.2  # an explicit flag wins
+    assert (accurate.temperature_probe, accurate.temperature_probe_epochs) == ((0.5, 0.2), 5.0)
+    # an explicit τ wins, and is the τ run: no probe replaces it
+    assert (configs[argvs[1]].temperature, configs[argvs[1]].temperature_probe) == (0.2, ())
+    assert (configs[argvs[2]].temperature, configs[argvs[2]].temperature_probe) == (0.5, ())
+    assert (configs[argvs[3]].temperature_probe, configs[argvs[3]].temperature_probe_epochs) == ((0.1, 0.3, 1.0), 2.0)
 
 
 def test_loss_flags_map_to_config():

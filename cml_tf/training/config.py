@@ -109,9 +109,11 @@ def unused_fields(config: Config) -> dict[str, str]:
         )
     if config.loss != "softmax":
         unused(
-            ["temperature", "learn_temperature", "softmax_in_batch"],
+            ["temperature", "learn_temperature", "softmax_in_batch", "temperature_probe", "temperature_probe_epochs"],
             f"does not apply to --loss={config.loss} (only softmax)",
         )
+    if not config.temperature_probe:
+        unused(["temperature_probe_epochs"], "does not apply without --temperature_probe")
     if config.loss == "softmax":
         unused(["hinge", *stage2], "does not apply to --loss=softmax (the softmax reads the whole stage-1 pool)")
         unused(["margin"], "does not apply to --loss=softmax (the margin α is the hinge's)")
@@ -166,7 +168,9 @@ class Config:
     kept).
     Loss: ``loss`` ('hinge': the triplet hinge over the sampled negatives; 'softmax': the sampled softmax over the
     batch's pool of negatives with the log q correction), ``temperature`` (τ of the softmax logits −D²/τ; the initial
-    value with ``learn_temperature``), ``softmax_in_batch`` (the batch's positives join the pool).
+    value with ``learn_temperature``), ``softmax_in_batch`` (the batch's positives join the pool),
+    ``temperature_probe`` (τ values, each trained ``temperature_probe_epochs`` first; the one with the best validation
+    NDCG@k goes on training, and ``temperature`` is set to it: `cml_tf.training.run.probe_temperature`; () = off).
     ``split_seed``: the split's own seed (None: 1 for 'original', CollMetric's, and 0 for 'kfold'); ``seed`` seeds
     initialisation, sampling and validation-user sampling.
     Optimisation: ``optimizer``, ``learning_rate``, ``sparse_updates`` (lazy row-sparse optimizer; False = Keras'
@@ -235,6 +239,8 @@ class Config:
     temperature: float = 0.1
     learn_temperature: bool = False
     softmax_in_batch: bool = False
+    temperature_probe: tuple[float, ...] = ()
+    temperature_probe_epochs: float = 5.0
     # optimisation
     optimizer: str = "adam"
     learning_rate: float = 1e-4
@@ -254,6 +260,10 @@ class Config:
     steps_per_execution: int = 20
     # distribution
     strategy: str = "default"
+
+    def __post_init__(self):
+        # config.json holds the τ values as a list; flags and callers may give any sequence
+        object.__setattr__(self, "temperature_probe", tuple(float(t) for t in self.temperature_probe or ()))
 
     def resolved(self) -> Config:
         """The config as run: derived defaults filled in (``gor_weight``, ``init_stddev``, ``split_seed``,
@@ -387,6 +397,18 @@ class Config:
             (self.hinge in (None, "min", "mean"), f"--hinge: unknown {self.hinge!r}; expected min or mean"),
             (self.loss in ("hinge", "softmax"), f"--loss: unknown {self.loss!r}; expected hinge or softmax"),
             (self.temperature > 0, f"--temperature must be positive, got {self.temperature}"),
+            (
+                all(t > 0 and math.isfinite(t) for t in self.temperature_probe),
+                f"--temperature_probe values must be positive, got {_listed(self.temperature_probe)}",
+            ),
+            (
+                not self.temperature_probe or len(set(self.temperature_probe)) >= 2,
+                f"--temperature_probe needs 2 or more distinct values, got {_listed(self.temperature_probe)}",
+            ),
+            (
+                self.temperature_probe_epochs > 0,
+                f"--temperature_probe_epochs must be positive, got {self.temperature_probe_epochs}",
+            ),
             (self.dns_k >= 1, f"--dns_k must be positive, got {self.dns_k}"),
             (
                 self.loss == "hinge" or self.strategy == "default",
@@ -452,6 +474,10 @@ class Config:
             return cls.from_dict(json.load(f))
 
 
+def _listed(values) -> str:
+    return ",".join(f"{v:g}" for v in values) or "none"
+
+
 def _field_default(field: dataclasses.Field) -> Any:
     if field.default_factory is not dataclasses.MISSING:
         return field.default_factory()
@@ -462,11 +488,15 @@ _fields_init = Config.__init__
 
 
 def _init_from_preset(self, *, preset: str | None = None, **fields) -> None:
-    """``Config(preset=None, **fields)``: the preset's values (`PRESETS`), then the fields given."""
+    """``Config(preset=None, **fields)``: the preset's values (`PRESETS`), then the fields given (a ``temperature``
+    given without ``temperature_probe`` also drops the preset's probe: the τ given is the τ run)."""
     if preset is not None:
         if preset not in PRESETS:
             raise ValueError(wording(f"--preset: unknown {preset!r}; expected one of {', '.join(sorted(PRESETS))}"))
-        fields = {**PRESETS[preset], **fields}
+        base = dict(PRESETS[preset])
+        if "temperature" in fields and "temperature_probe" not in fields:
+            base.pop("temperature_probe", None)  # a τ given is the τ run: the preset's probe would replace it
+        fields = {**base, **fields}
     _fields_init(self, preset=preset, **fields)
 
 

@@ -13,7 +13,11 @@
                      item_ids.npy
     recommendations.npz  top-k of a seeded sample of up to 1,000 test users (best model, train + valid masked):
                      users, items, item_train_count (the notebooks read it)
-    results.json     test metrics of the best model, train_seconds, best_step, validation metrics
+    results.json     test metrics of the best model, train_seconds, best_step, validation metrics (and, with a
+                     temperature probe, its choice: ``temperature_probe``)
+    temperature_probe/tau-<τ>/  with ``temperature_probe``: the short run at each τ (a run directory each); the
+                     chosen one's checkpoints and metrics rows start the run (its ``train_seconds`` then count the
+                     other probes' training too: `cml_tf.training.run.probe_temperature`)
 
 Every file is written atomically. `RunPlace` is where a run lives: it refuses a directory that holds a different
 run (another config, or other data: `check_same_run`, before anything is written), says when a run is already
@@ -93,6 +97,7 @@ RUN_FILES = (
     "recommendations.npz",
     "config.json",
     "data.json",
+    "temperature_probe",
 )
 #: the run's data: its path, a fingerprint of its content and its sizes (`cml_tf.training.data.data_identity`)
 DATA_FILE = "data.json"
@@ -105,7 +110,7 @@ def run_started(model_dir: str) -> bool:
     )
 
 
-def _remove_run_files(model_dir: str) -> None:
+def remove_run_files(model_dir: str) -> None:
     for name in RUN_FILES:
         p = os.path.join(model_dir, name)
         if os.path.isdir(p):
@@ -227,7 +232,7 @@ def _prepare_run_dir(
         check_same_run(config, model_dir, data, total_steps, eval_every)
     elif overwrite or not started:
         # a directory without a checkpoint holds no run (e.g. one stopped by an error): start it afresh
-        _remove_run_files(model_dir)
+        remove_run_files(model_dir)
     write_json_atomic(path, config.to_dict())
     write_json_atomic(os.path.join(model_dir, DATA_FILE), data)
 
@@ -304,7 +309,7 @@ class RunPlace:
             yield
         except BaseException:
             if self.chief and not run_started(self.run_dir):
-                _remove_run_files(self.run_dir)
+                remove_run_files(self.run_dir)
                 if not existed and os.path.isdir(self.run_dir) and not os.listdir(self.run_dir):
                     os.rmdir(self.run_dir)
             raise
@@ -330,12 +335,12 @@ class RunPlace:
         rows = [r for r in read_metrics_csv(metrics_path) if r["step"] <= start_step] if latest else []
         return RunState(checkpoint, manager, best_manager, start_step, rows)
 
-    def finish(self, config: Config, model, state: RunState, interactions, split) -> dict:
-        """Tests the best checkpoint and writes the results (`finish`). Other workers take part in the
-        (collective) test evaluation, keep their final embeddings and drop the rest."""
+    def finish(self, config: Config, model, state: RunState, interactions, split, extra=None) -> dict:
+        """Tests the best checkpoint and writes the results (`finish`; ``extra``: more entries of results.json).
+        Other workers take part in the (collective) test evaluation, keep their final embeddings and drop the rest."""
         if self.chief:
             args = (model, state.checkpoint, state.best_manager, interactions, split)
-            return finish(config, self.model_dir, *args, devices=self.devices)
+            return finish(config, self.model_dir, *args, devices=self.devices, extra=extra)
         best_manager = state.best_manager
         if not best_manager.latest_checkpoint:
             best_dir = os.path.join(self.model_dir, "best")
@@ -346,8 +351,9 @@ class RunPlace:
         return results
 
 
-def finish(config, model_dir, model, checkpoint, best_manager, interactions, split, devices=None) -> dict:
-    """Restores the best checkpoint, evaluates it on the test set, writes embeddings and results.json.
+def finish(config, model_dir, model, checkpoint, best_manager, interactions, split, devices=None, extra=None) -> dict:
+    """Restores the best checkpoint, evaluates it on the test set, writes embeddings and results.json (with the
+    entries of ``extra`` added).
 
     With ``devices`` of several replicas the test users are sharded across them (every worker must call this).
     """
@@ -389,5 +395,6 @@ def finish(config, model_dir, model, checkpoint, best_manager, interactions, spl
     scores = model_scores(model, split.train.shape[1])
     path = os.path.join(model_dir, "recommendations.npz")
     write_recommendations(path, scores, split, users, config.k, protocol=config.protocol or "cml")
+    results.update(extra or {})
     write_json_atomic(os.path.join(model_dir, "results.json"), results)
     return results

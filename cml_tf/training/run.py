@@ -21,8 +21,11 @@ naming the step.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
+import os
+import shutil
 import warnings
 
 import keras
@@ -31,6 +34,7 @@ import numpy as np
 from cml_tf.data import loaders
 from cml_tf.data.interactions import Interactions
 from cml_tf.data.splits import Split
+from cml_tf.io import write_json_atomic
 from cml_tf.models import MODELS, MetricModel
 from cml_tf.sampling.pipeline import SamplerSpec, TrainingStream
 from cml_tf.training.callbacks import budget_spent, default_verbose, training_callbacks
@@ -38,7 +42,15 @@ from cml_tf.training.config import Config, default_hinge
 from cml_tf.training.data import data_identity, fit_to_data, item_features, load_data
 from cml_tf.training.distribute import Devices
 from cml_tf.training.optimizers import make_optimizer
-from cml_tf.training.outputs import RunPlace
+from cml_tf.training.outputs import (
+    RunError,
+    RunPlace,
+    check_same_run,
+    read_metrics_csv,
+    remove_run_files,
+    run_started,
+    write_metrics_csv,
+)
 
 log = logging.getLogger("cml_tf")
 
@@ -140,8 +152,12 @@ def train(
         raise ValueError(f"--batch_size={config.batch_size} must be divisible by the {devices.replicas} replicas")
     interactions, split = data if data is not None else load_data(config)
     config = fit_to_data(config, split)  # before the run directory: what cannot work fails here
-    run = RunPlace(model_dir, devices, overwrite)
     data_id = data_identity(config, interactions)
+    probe = None
+    if config.temperature_probe:
+        config, probe = probe_temperature(config, model_dir, (interactions, split), data_id, overwrite, verbose)
+        overwrite = False  # done: the probe started the directory afresh
+    run = RunPlace(model_dir, devices, overwrite)
     results = run.finished_results(config, data_id)
     if results is not None:
         return results
@@ -158,7 +174,148 @@ def train(
         stopped = _patience_exhausted(state.rows, config) or budget_spent(state.rows, config.max_train_seconds)
         if state.start_step < schedule.total_steps and not stopped:
             fit_periods(model, stream, schedule, state.start_step, callbacks, devices)
-        return run.finish(config, model, state, interactions, split)
+        extra = {"temperature_probe": probe} if probe else None
+        return run.finish(config, model, state, interactions, split, extra=extra)
+
+
+#: where a run keeps its temperature probes: <model_dir>/temperature_probe/tau-<τ>/
+PROBE_DIR = "temperature_probe"
+
+
+def probe_steps(config: Config, pairs: int) -> int:
+    """The length of each temperature probe: ``temperature_probe_epochs`` over ``pairs`` training pairs, rounded to
+    whole validation periods of the run's schedule (so the chosen probe's last checkpoint is a step the run validates
+    at), at least one period and at most the whole run."""
+    schedule = Schedule.of(config, pairs)
+    periods = math.floor(config.temperature_probe_epochs * pairs / config.batch_size / schedule.eval_every + 0.5)
+    return min(max(periods, 1) * schedule.eval_every, schedule.total_steps)
+
+
+def probe_temperature(
+    config: Config, model_dir: str, data: tuple[Interactions, Split], data_id: dict, overwrite: bool, verbose
+) -> tuple[Config, dict]:
+    """Picks τ on validation: a short run at each τ of ``config.temperature_probe``, the best goes on.
+
+    Each probe is the run itself at that τ, cut to `probe_steps` (``temperature_probe_epochs``), in
+    ``model_dir/temperature_probe/tau-<τ>/`` (a run directory: an interrupted probe resumes, a finished one is read;
+    one of another config is trained again while the run itself has not started). The τ whose best validation
+    NDCG@k is highest (the first on a tie) is chosen and recorded in ``temperature_probe/choice.json``, and the run
+    starts from that probe's last checkpoint and metrics rows: the batches depend on the step alone, so it trains
+    exactly as a run at that τ from the start would have, and the chosen probe's steps are not trained twice. The
+    rows' ``train_seconds`` then count the other probes' training too, so ``max_train_seconds`` bounds the whole
+    (each probe gets an equal share of it) and results.json's ``train_seconds`` is all the training the run took.
+    A started run resumes at its recorded τ without probing again.
+
+    Args:
+        config: the run's config, resolved and fitted to the data.
+        model_dir: the run directory; with ``overwrite`` everything the run wrote there (probes included) is removed
+            first.
+        data: the loaded (interactions, split); data_id: its `cml_tf.training.data.data_identity`.
+        verbose: as `train`'s.
+
+    Returns:
+        the config at the chosen τ, and the record (results.json's ``temperature_probe``):
+        ``{"chosen": τ, "steps": probe steps, "valid": {"τ": NDCG@k}, "train_seconds": {"τ": seconds}}``.
+
+    Raises:
+        ValueError: the split has no validation pairs; RunError: ``model_dir`` holds another run.
+    """
+    interactions, split = data
+    if not split.valid.nnz:
+        raise ValueError("--temperature_probe chooses τ on validation, and this split has none (--valid_fraction=0)")
+    pairs = split.train.nnz
+    if overwrite:
+        remove_run_files(model_dir)
+    choice_path = os.path.join(model_dir, PROBE_DIR, "choice.json")
+    if run_started(model_dir):
+        if os.path.exists(choice_path):  # the run goes on at the τ it chose (RunPlace checks the rest)
+            with open(choice_path, encoding="utf-8") as f:
+                record = json.load(f)
+            return dataclasses.replace(config, temperature=float(record["chosen"])), record
+        # a run without a recorded choice: refuse another config before any probe trains
+        with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
+            saved_tau = json.load(f).get("temperature") or config.temperature
+        _check_started_run(dataclasses.replace(config, temperature=saved_tau), model_dir, data_id, pairs)
+    steps = probe_steps(config, pairs)
+    taus = config.temperature_probe
+    budget = config.max_train_seconds / len(taus) if config.max_train_seconds is not None else None
+    key = f"ndcg@{config.k}"
+    valid, seconds, dirs = {}, {}, {}
+    for tau in taus:
+        probe = dataclasses.replace(
+            config,
+            temperature=tau,
+            temperature_probe=(),
+            max_steps=steps,
+            max_train_seconds=budget,
+            early_stopping_patience=0,
+        )
+        dirs[tau] = os.path.join(model_dir, PROBE_DIR, f"tau-{tau:g}")
+        if not run_started(model_dir) and _holds_other_run(probe, dirs[tau], data_id, pairs):
+            log.info("%s holds a probe of another config: it is trained again", dirs[tau])
+            shutil.rmtree(dirs[tau])
+        log.info("temperature probe: tau = %g for %d steps (%s)", tau, steps, dirs[tau])
+        results = train(probe, dirs[tau], data=data, verbose=verbose)
+        valid[tau] = float(results["valid"].get(key, -math.inf))
+        seconds[tau] = float(results["train_seconds"])
+    chosen = max(taus, key=lambda t: valid[t])  # max keeps the first of equal values
+    log.info(
+        "temperature probe: valid %s %s: tau = %g goes on",
+        key,
+        ", ".join(f"{valid[t]:.4f} at tau = {t:g}" for t in taus),
+        chosen,
+    )
+    record = {
+        "chosen": chosen,
+        "steps": steps,
+        "valid": {f"{t:g}": valid[t] for t in taus},
+        "train_seconds": {f"{t:g}": seconds[t] for t in taus},
+    }
+    if not run_started(model_dir):
+        write_json_atomic(choice_path, record)
+        _start_from_probe(dirs[chosen], model_dir, sum(s for t, s in seconds.items() if t != chosen))
+    return dataclasses.replace(config, temperature=chosen), record
+
+
+def _check_started_run(config: Config, model_dir: str, data_id: dict, pairs: int) -> None:
+    """`check_same_run` for the run started in ``model_dir`` (finished or interrupted, as it is)."""
+    schedule = Schedule.of(config, pairs)
+    finished = os.path.exists(os.path.join(model_dir, "results.json"))
+    length = (None, None) if finished else (schedule.total_steps, schedule.eval_every)
+    check_same_run(config, model_dir, data_id, *length)
+
+
+def _holds_other_run(config: Config, model_dir: str, data_id: dict, pairs: int) -> bool:
+    """Whether ``model_dir`` holds a started run that ``config`` (on ``data_id``) could not go on with."""
+    if not (os.path.exists(os.path.join(model_dir, "config.json")) and run_started(model_dir)):
+        return False
+    try:
+        _check_started_run(config, model_dir, data_id, pairs)
+    except RunError:
+        return True
+    return False
+
+
+def _start_from_probe(probe_dir: str, model_dir: str, other_seconds: float) -> None:
+    """Starts the run in ``model_dir`` from the probe in ``probe_dir``: its best and last checkpoints and its metrics
+    rows (``train_seconds`` plus the other probes' ``other_seconds``). The checkpoints go last: their presence makes
+    the directory a started run, so an interruption before leaves none."""
+    for name in ("config.json", "best", "metrics.csv", "checkpoints"):
+        path = os.path.join(model_dir, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.unlink(path)
+    rows = read_metrics_csv(os.path.join(probe_dir, "metrics.csv"))
+    for row in rows:
+        row["train_seconds"] += other_seconds
+    for name in ("best", "checkpoints"):
+        src, dst = os.path.join(probe_dir, name), os.path.join(model_dir, name)
+        if name == "checkpoints":
+            write_metrics_csv(os.path.join(model_dir, "metrics.csv"), rows)
+        shutil.rmtree(dst + ".tmp", ignore_errors=True)
+        shutil.copytree(src, dst + ".tmp")
+        os.replace(dst + ".tmp", dst)
 
 
 def training_stream(config: Config, interactions: Interactions, split: Split, replicas: int = 1) -> TrainingStream:
