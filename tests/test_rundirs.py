@@ -59,6 +59,15 @@ def test_plain_train_runs_and_a_single_run(tmp_path):
         rundirs.find_runs(str(tmp_path), fold=3)
 
 
+def test_a_runs_temperature_probes_are_part_of_it_not_runs_of_their_own(tmp_path):
+    run = tmp_path / "lastfm-accurate-2stage-softmax-b256-given"
+    _run(run, sampler="2stage", loss="softmax", temperature=0.2, split="given")
+    for tau in ("0.5", "0.2"):
+        _run(run / "temperature_probe" / f"tau-{tau}", sampler="2stage", loss="softmax", split="given")
+    assert [r.key for r in rundirs.find_runs(str(run))] == [run.name]  # the run itself as runs_dir
+    assert [r.key for r in rundirs.find_runs(str(tmp_path))] == [run.name]
+
+
 def test_nothing_to_show_is_one_line_naming_the_directory_and_the_commands(tmp_path):
     with pytest.raises(rundirs.NothingToShow) as e:
         rundirs.find_runs(str(tmp_path))

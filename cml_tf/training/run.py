@@ -16,6 +16,9 @@ notice, and saved as used). A run that stops before its first checkpoint (a bad 
 loss, Ctrl-C) removes what it wrote, so the corrected command starts afresh; a directory whose run never
 checkpointed is no run, and a different config there is not refused. Training stops at the first non-finite loss,
 naming the step.
+
+With ``temperature_probe`` (``--preset=accurate``), a short run at each τ comes first and the best on validation
+goes on from its checkpoint (`probe_temperature`).
 """
 
 from __future__ import annotations
@@ -130,7 +133,8 @@ def train(
     overwrite: bool = False,
     verbose: int | None = None,
 ) -> dict:
-    """Trains (or resumes) a run and returns its results (also written to ``model_dir/results.json``).
+    """Trains (or resumes) a run and returns its results (also written to ``model_dir/results.json``); with
+    ``config.temperature_probe``, after choosing τ on validation (`probe_temperature`).
 
     Args:
         config: the run's config (resolved here: derived defaults filled in, then fitted to the data).

@@ -120,7 +120,8 @@ def _read_config(path: str) -> dict:
 
 
 def find_runs(runs_dir: str, fold: int | None = None) -> list[Run]:
-    """The CML runs in ``runs_dir`` (either layout, or ``runs_dir`` itself a run), baselines left out.
+    """The CML runs in ``runs_dir`` (either layout, or ``runs_dir`` itself a run), baselines and the temperature
+    probes inside runs left out.
 
     Args:
         runs_dir: a directory of runs.
@@ -137,7 +138,7 @@ def find_runs(runs_dir: str, fold: int | None = None) -> list[Run]:
         for path in sorted(glob.glob(os.path.join(runs_dir, depth, "config.json"))):
             run_dir = os.path.dirname(path)
             rel = os.path.relpath(run_dir, runs_dir).split(os.sep)
-            if "baselines" in rel:
+            if "baselines" in rel or "temperature_probe" in rel:  # a run's probes are part of that run
                 continue
             config = _read_config(path)
             name = os.path.basename(run_dir)
