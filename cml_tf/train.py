@@ -204,6 +204,15 @@ flags.DEFINE_float(
     None,
     "Std of the normal embedding initialiser (default 1e-3 on the sphere, 1/sqrt(d) in the ball; docs/training.md).",
 )
+flags.DEFINE_float(
+    "user_history_weight",
+    _D.user_history_weight,
+    "g of the user tower (SimpleX's behaviour aggregation): a user is the normalised (1 - g)·u + g·(the mean of its "
+    "history items' vectors); 0 = off.",
+)
+flags.DEFINE_integer(
+    "user_history_size", _D.user_history_size, "The user tower's history: a seeded sample of at most N training items."
+)
 flags.DEFINE_string(
     "features",
     None,
@@ -457,6 +466,8 @@ _HELP_GROUPS = [
             "margin",
             "geometry",
             "init_stddev",
+            "user_history_weight",
+            "user_history_size",
             "gor_weight",
             "use_rank_weight",
             "cov_loss_weight",

@@ -516,3 +516,61 @@ def test_dns_keeps_the_closest_of_each_pool():
             d = ((u[b] - v[pool.numpy()[b, n]]) ** 2).sum(-1)
             assert picked[b, n] == pool.numpy()[b, n, np.argmin(d)]
     assert np.array_equal(model.select_negatives({"users": users, "positives": users, "negative_pool": pool}), picked)
+
+
+# ----------------------------------------------------------------------------------------- the user tower
+@pytest.mark.parametrize("geometry", ["sphere", "ball"])
+def test_user_tower_against_the_definition(geometry):
+    """A user is geometry((1 − g)·geometry(u) + g·mean_j geometry(v_j)) over a seeded sample of at most P of its
+    training items, in training (user_vectors) and in ranking (embeddings) alike; a user without items is its row."""
+    train = _tiny_train().tolil()
+    train[9, :] = 0  # user 9 has no training item
+    train = train.tocsr()
+    model = _model(geometry=geometry, init_stddev=0.5, seed=3, user_history=train, user_history_weight=0.3)
+    model_p3 = _model(
+        geometry=geometry, init_stddev=0.5, seed=3, user_history=train, user_history_weight=0.3, user_history_size=3
+    )
+    U, V = (v.numpy().astype(np.float64) for v in model.trainable_variables)
+    geo = (lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)) if geometry == "sphere" else (lambda x: x)
+    for m, size in ((model, 50), (model_p3, 3)):
+        ids, valid = m.history_ids.numpy(), m.history_valid.numpy()
+        want = np.empty_like(U)
+        for u in range(N_USERS):
+            history = ids[u][valid[u]]
+            assert set(history) <= set(train[u].indices) and len(history) == min(size, train[u].nnz)
+            mean = geo(V[history]).mean(axis=0) if len(history) else np.zeros(DIM)
+            want[u] = geo(0.7 * geo(U[u]) + 0.3 * mean) if len(history) else geo(0.7 * geo(U[u]))
+        got = m.user_vectors(tf.range(N_USERS)).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(m.embeddings()[0].numpy(), want, rtol=1e-5, atol=1e-6)
+    assert model_p3.history_valid.numpy().sum(axis=1).max() == 3  # the sample is cut at P
+    np.testing.assert_allclose(want[9], geo(0.7 * geo(U[9])), rtol=1e-5)
+
+
+def test_user_tower_fused_softmax_step_matches_the_generic_path():
+    lq = np.linspace(-2.0, -0.5, N_ITEMS)
+    data = _softmax_data(
+        [0, 1, 1, 6],
+        [2, 3, 5, 9],
+        [1, 3, 4, 7, 12],
+        np.array([[0] * 5, [0, 1, 0, 0, 0], [0, 1, 0, 0, 0], [0] * 5], bool),
+        None,
+        lq,
+    )
+    model = _model(
+        loss="softmax", temperature=0.5, init_stddev=0.5, seed=1, user_history=_tiny_train(), user_history_weight=0.5
+    )
+    assert model._fused_softmax(data)
+    gradients, terms = model._fused_softmax_gradients(data)
+    with tf.GradientTape() as tape:
+        generic = model.compute_softmax_losses(data)["total"]
+    expected = tape.gradient(generic, model.trainable_variables)
+    assert terms["total"].numpy() == pytest.approx(generic.numpy(), rel=1e-5)
+    for got, want in zip(gradients, expected):
+        got, want = tf.convert_to_tensor(got).numpy(), tf.convert_to_tensor(want).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    # the history items get gradient: item rows outside the batch's positives and pool move too
+    g_items = tf.convert_to_tensor(gradients[1]).numpy()
+    ids, valid = model.history_ids.numpy()[[0, 1, 6]], model.history_valid.numpy()[[0, 1, 6]]
+    history_only = set(ids[valid]) - {2, 3, 5, 9, 1, 4, 7, 12}
+    assert history_only and all(np.abs(g_items[j]).sum() > 0 for j in history_only)

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import scipy.sparse as sp
 import tensorflow as tf
 
 from cml_tf.models import losses as L
 from cml_tf.models.features import ItemFeatureProjection
+from cml_tf.models.relations import mean_operator, reference_items
 from cml_tf.models.step import FirstNonFiniteStep, TrainingStep
 
 GEOMETRIES = ("sphere", "ball")
@@ -65,6 +67,11 @@ class MetricModel(TrainingStep, keras.Model):
         feature_hidden_dim, feature_dropout, feature_scale: CML+F MLP settings.
         clip_norm: radius of the ball (geometry 'ball') and bound of the feature projections.
         seed: initialiser and sampling seed.
+        user_history: [n_users, n_items] training CSR, read with ``user_history_weight`` > 0.
+        user_history_weight: g of the user tower (SimpleX's behaviour aggregation, one LightGCN propagation step):
+            a user is ``geometry((1 − g)·geometry(u) + g·mean_j geometry(v_j))`` over its history items j; 0 = off
+            (the user's own row alone).
+        user_history_size: the history items per user: a seeded sample of at most this many of its training items.
     """
 
     def __init__(
@@ -97,6 +104,9 @@ class MetricModel(TrainingStep, keras.Model):
         feature_scale: float = 1.0,
         clip_norm: float = 1.0,
         seed: int = 0,
+        user_history=None,
+        user_history_weight: float = 0.0,
+        user_history_size: int = 50,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -185,6 +195,19 @@ class MetricModel(TrainingStep, keras.Model):
                 shape=(), initializer=keras.initializers.Constant(np.log(self.temperature)), name="log_temperature"
             )
         self._softmax_on_rows_fn = None  # the fused softmax step's compiled function, made when first traced
+        self.user_history_weight = float(user_history_weight)
+        self.user_history_size = int(user_history_size)
+        if not 0 <= self.user_history_weight < 1:
+            raise ValueError(f"--user_history_weight must be in [0, 1), got {self.user_history_weight}")
+        self.history_ids = self.history_valid = self.history_mean = None
+        if self.user_history_weight > 0:
+            if user_history is None:
+                raise ValueError("the user tower (user_history_weight > 0) needs the training interactions")
+            ids, valid = reference_items(user_history, self.user_history_size, self.seed)
+            self.history_ids, self.history_valid = tf.constant(ids), tf.constant(valid)  # [n_users, P]
+            rows = np.repeat(np.arange(self.n_users), valid.sum(axis=1))
+            picked = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, ids[valid])), (self.n_users, self.n_items))
+            self.history_mean = mean_operator(picked)  # [n_users, n_items]: row u averages u's history items
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.hinge_tracker = keras.metrics.Mean(name="hinge")
         self.gor_tracker = keras.metrics.Mean(name="gor")
@@ -207,16 +230,40 @@ class MetricModel(TrainingStep, keras.Model):
         return tf.gather(layer.embeddings.value, ids)
 
     def user_vectors(self, users):
-        """users: [...] int ids -> [..., d] vectors in the model's geometry."""
-        return self._geometry(self._lookup(self.user_embedding, users))
+        """users: [b] int ids -> [b, d] vectors in the model's geometry (with the user tower, `tower`)."""
+        u = self._lookup(self.user_embedding, users)
+        if self.history_ids is None:
+            return self._geometry(u)
+        ids = tf.gather(self.history_ids, users)
+        return self.tower(u, self._lookup(self.item_embedding, ids), tf.gather(self.history_valid, users))
+
+    def tower(self, user_rows, history_rows, history_valid):
+        """The user tower on raw rows: ``geometry((1 − g)·geometry(u) + g·mean_j geometry(v_j))``.
+
+        Args:
+            user_rows: [b, d] raw user rows; history_rows: [b, P, d] raw rows of their history items;
+            history_valid: [b, P] bool, the real (not padding) history slots.
+
+        Returns:
+            [b, d] user vectors in the model's geometry (a user without history: its own row).
+        """
+        g = self.user_history_weight
+        mask = tf.cast(history_valid, user_rows.dtype)[..., None]  # [b, P, 1]
+        count = tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)  # [b, 1]
+        history = tf.reduce_sum(self._geometry(history_rows) * mask, axis=1) / count
+        return self._geometry((1.0 - g) * self._geometry(user_rows) + g * history)
 
     def item_vectors(self, items):
         """items: [...] int ids -> [..., d] vectors in the model's geometry."""
         return self._geometry(self._lookup(self.item_embedding, items))
 
     def embeddings(self) -> tuple[tf.Tensor, tf.Tensor]:
-        """Both whole tables in the model's geometry: ([n_users, d], [n_items, d])."""
-        return self._geometry(self.user_embedding.embeddings), self._geometry(self.item_embedding.embeddings)
+        """Both whole tables in the model's geometry: ([n_users, d], [n_items, d]) (users through the tower)."""
+        users, items = self._geometry(self.user_embedding.embeddings), self._geometry(self.item_embedding.embeddings)
+        if self.history_mean is not None:
+            g = self.user_history_weight
+            users = self._geometry((1.0 - g) * users + g * tf.sparse.sparse_dense_matmul(self.history_mean, items))
+        return users, items
 
     def call(self, inputs):
         """Scores ``−‖u + r(u, v) − v‖²`` for pairs (r = 0 for CML).
@@ -354,4 +401,6 @@ class MetricModel(TrainingStep, keras.Model):
             "clip_norm": self.clip_norm,
             "feature_l2_reg": self.feature_l2_reg,
             "seed": self.seed,
+            "user_history_weight": self.user_history_weight,
+            "user_history_size": self.user_history_size,
         }

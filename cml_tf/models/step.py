@@ -310,7 +310,11 @@ class TrainingStep:
             if self.log_temperature is not None
             else tf.constant(float(np.log(self.temperature)), tf.float32)
         )
-        total, (g_user, g_positive, g_items, g_log_temperature) = self._softmax_on_rows_fn(
+        history = ()
+        if self.history_ids is not None:  # the user tower: its history rows are rows of the item table too
+            history_ids = tf.gather(self.history_ids, users)  # [B, P]
+            history = (tf.gather(item_table, history_ids), tf.gather(self.history_valid, users))
+        total, gradients = self._softmax_on_rows_fn(
             tf.gather(user_table, users),
             tf.gather(item_table, positives),
             tf.gather(item_table, items),
@@ -318,13 +322,17 @@ class TrainingStep:
             data["positive_log_q"],
             [pool[2] for pool in pools],
             tf.convert_to_tensor(log_temperature),
+            *history,
         )
+        g_user, g_positive, g_items, g_log_temperature = gradients[:4]
+        item_rows, item_ids = [g_positive, g_items], [positives, items]
+        if history:
+            item_rows.append(tf.reshape(gradients[4], [-1, self.embedding_dim]))
+            item_ids.append(tf.reshape(history_ids, [-1]))
         by_table = {
             id(self.user_embedding.embeddings): tf.IndexedSlices(g_user, users, tf.shape(user_table, tf.int32)),
             id(self.item_embedding.embeddings): tf.IndexedSlices(
-                tf.concat([g_positive, g_items], axis=0),
-                tf.concat([positives, items], axis=0),
-                tf.shape(item_table, tf.int32),
+                tf.concat(item_rows, axis=0), tf.concat(item_ids, axis=0), tf.shape(item_table, tf.int32)
             ),
         }
         if self.log_temperature is not None:
@@ -332,7 +340,18 @@ class TrainingStep:
         gradients = [by_table[id(v)] for v in self.trainable_variables]
         return gradients, {"total": total, "hinge": total, "gor": tf.constant(0.0)}
 
-    def _softmax_on_rows(self, user_rows, positive_rows, pool_rows, excluded, positive_log_q, log_q, log_temperature):
+    def _softmax_on_rows(
+        self,
+        user_rows,
+        positive_rows,
+        pool_rows,
+        excluded,
+        positive_log_q,
+        log_q,
+        log_temperature,
+        history_rows=None,
+        history_valid=None,
+    ):
         """The summed sampled softmax of a batch from its raw rows, and its gradients with respect to them.
 
         Args:
@@ -340,14 +359,22 @@ class TrainingStep:
             excluded: list of [B, m_k] bool, the pool's parts (masked: positives of the row's user).
             positive_log_q: [B]; log_q: list of [m_k] or [B, m_k], each part's log q.
             log_temperature: scalar log τ.
+            history_rows: with the user tower, [B, P, d] raw rows of the users' history items, and history_valid
+                [B, P] bool their real slots (`MetricModel.tower`); None without.
 
         Returns:
-            (loss scalar, [d loss / d user_rows, d loss / d positive_rows, d loss / d pool_rows, d loss / d log τ]).
+            (loss scalar, [d loss / d user_rows, d loss / d positive_rows, d loss / d pool_rows, d loss / d log τ]
+            and, with the tower, d loss / d history_rows).
         """
         inputs = [user_rows, positive_rows, pool_rows, log_temperature]
+        if history_rows is not None:
+            inputs.append(history_rows)
         with tf.GradientTape() as tape:
             tape.watch(inputs)
-            u = self._geometry(user_rows)
+            if history_rows is None:
+                u = self._geometry(user_rows)
+            else:
+                u = self.tower(user_rows, history_rows, history_valid)
             d_pos = L.squared_distances(u, self._geometry(positive_rows))
             distances = L.squared_distance_matrix(u, self._geometry(pool_rows))
             log_q = [tf.broadcast_to(q, tf.shape(x)) for q, x in zip(log_q, excluded)]  # [m] or [B, m] -> [B, m]

@@ -125,6 +125,8 @@ def unused_fields(config: Config) -> dict[str, str]:
             )
     if config.sampler != "dns":
         unused(["dns_k"], f"does not apply to --sampler={config.sampler} (only dns)")
+    if not config.user_history_weight:
+        unused(["user_history_size"], "does not apply without --user_history_weight (the user tower)")
     if config.sampler != "popular":
         unused(["batch_distinct_negatives"], f"does not apply to --sampler={config.sampler} (only popular)")
     if config.sampler not in ("popular", "2stage"):
@@ -153,7 +155,10 @@ class Config:
     Model: ``model`` (one of `MODEL_NAMES`) and the relational models' ``num_memories`` (M, LRML and HLR),
     ``max_num_prefs`` (P, AttCML and HLR), ``transcf_neighbour_weight`` / ``transcf_distance_weight`` (TransCF's
     regularisers); ``embedding_dim``, ``geometry`` ('sphere' | 'ball'), ``margin``, ``gor_weight`` (None = the
-    paper's value for ``num_negatives``), ``use_rank_weight``, ``cov_loss_weight``, ``init_stddev``, CML+F ``features``
+    paper's value for ``num_negatives``), ``use_rank_weight``, ``cov_loss_weight``, ``init_stddev``,
+    ``user_history_weight`` (g of the user tower: a user is the normalised (1 − g)·u + g·the mean of its history items;
+    0 = off) and ``user_history_size`` (a seeded sample of at most that many training items per user), CML+F
+    ``features``
     ('tags' for citeulike-t, 'genres' for MovieLens 100K's u.item) and its settings.
     Sampling: ``sampler``, ``batch_size``, ``num_negatives``, ``num_candidates``, ``beta``, ``popularity_smoothing``,
     ``popularity_uniform_mix`` (ε: popular and 2-stage items by (1 − ε)·popularity^β + ε·uniform; 0 = off),
@@ -211,6 +216,8 @@ class Config:
     use_rank_weight: bool = False
     cov_loss_weight: float = 0.0
     init_stddev: float | None = None
+    user_history_weight: float = 0.0
+    user_history_size: int = 50
     features: str | None = None
     feature_min_count: int = 5
     feature_l2_reg: float = 0.1
@@ -348,6 +355,15 @@ class Config:
             ),
             (self.num_memories > 0, f"--num_memories must be positive, got {self.num_memories}"),
             (self.max_num_prefs > 0, f"--max_num_prefs must be positive, got {self.max_num_prefs}"),
+            (
+                0 <= self.user_history_weight < 1,
+                f"--user_history_weight must be in [0, 1), got {self.user_history_weight}",
+            ),
+            (self.user_history_size > 0, f"--user_history_size must be positive, got {self.user_history_size}"),
+            (
+                self.model == "cml" or not self.user_history_weight,
+                f"--user_history_weight applies only to --model=cml, not --model={self.model}",
+            ),
             (self.transcf_neighbour_weight >= 0, "--transcf_neighbour_weight must be >= 0"),
             (self.transcf_distance_weight >= 0, "--transcf_distance_weight must be >= 0"),
             (

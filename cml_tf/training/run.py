@@ -69,7 +69,7 @@ def build_model(
         features: CML+F item features or None.
         steps_per_execution: training steps per compiled call.
         train: [n_users, n_items] training CSR: the neighbourhoods of TransCF, the reference items of AttCML and
-            HLR (required by those models).
+            HLR (required by those models), the history of the user tower (``user_history_weight``).
     """
     ball = config.geometry == "ball"
     # The lazy optimizers clip the rows a sparse gradient touched. Terms over whole tables (CML+F's feature loss,
@@ -83,6 +83,10 @@ def build_model(
         }
     if config.model != "cml":
         options["train"] = train
+    if config.user_history_weight:
+        options["user_history"] = train
+        options["user_history_weight"] = config.user_history_weight
+        options["user_history_size"] = config.user_history_size
     model = MODELS[config.model](
         n_users,
         n_items,
