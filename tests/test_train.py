@@ -334,6 +334,10 @@ def test_cli_trains_resumes_after_kill_and_reports(tmp_path):
             "--loss=softmax --temperature_probe_epochs=2",
             "error: --temperature_probe_epochs does not apply without --temperature_probe",
         ),
+        ("--user_history_weight=1", "error: --user_history_weight must be in [0, 1), got 1.0"),
+        ("--model=lrml --user_history_weight=0.5", "error: --user_history_weight applies only to --model=cml"),
+        ("--user_history_size=5", "error: --user_history_size does not apply without --user_history_weight"),
+        ("--user_history_weight=0.5 --user_history_size=0", "error: --user_history_size must be positive, got 0"),
     ],
 )
 def test_cli_bad_flags_fail_before_training_with_the_flag_named(flag, message, tmp_path):
