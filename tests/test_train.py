@@ -802,3 +802,34 @@ def test_cli_ctrl_c_before_the_first_checkpoint_says_nothing_was_saved(tmp_path)
         f"interrupted before the first checkpoint: nothing was saved; run the same command to start {model_dir} again"
     )
     assert not model_dir.exists()
+
+
+def test_a_user_tower_run_saves_the_towers_user_vectors_that_reproduce_its_test_metrics(tmp_path):
+    """--user_history_weight end to end: the saved user embeddings are the tower's (not the user table's rows), and
+    ranking with them reproduces results.json (what recommend and the export serve)."""
+    from cml_tf.evaluation.evaluator import Evaluator
+
+    config = tiny_config(loss="softmax", sampler="2stage", user_history_weight=0.5, user_history_size=5)
+    results = training.train(config, str(tmp_path / "tower"), verbose=0)
+    plain = training.train(tiny_config(loss="softmax", sampler="2stage"), str(tmp_path / "plain"), verbose=0)
+    assert results["ndcg@50"] != plain["ndcg@50"]
+    emb = tmp_path / "tower" / "embeddings"
+    users, items = np.load(emb / "user_embeddings.npy"), np.load(emb / "item_embeddings.npy")
+    np.testing.assert_allclose(np.linalg.norm(users, axis=1), 1.0, rtol=1e-5)
+    _, split = load_data(config.resolved())
+    test = Evaluator.for_split(split, "test", "cml", k=50).evaluate(users, items)
+    assert float(test["ndcg@50"]) == pytest.approx(results["ndcg@50"], rel=1e-5)
+    with open(tmp_path / "tower" / "config.json", encoding="utf-8") as f:
+        saved = json.load(f)
+    assert (saved["user_history_weight"], saved["user_history_size"]) == (0.5, 5)
+    # the best checkpoint's model: the saved users are its tower's vectors, not its normalised user rows
+    import tensorflow as tf
+
+    from cml_tf.training.run import build_model
+
+    model = build_model(config.resolved(), *split.train.shape, train=split.train)
+    best = tf.train.latest_checkpoint(str(tmp_path / "tower" / "best"))
+    tf.train.Checkpoint(model=model, optimizer=model.optimizer).restore(best).expect_partial()
+    rows = model.user_embedding.embeddings.numpy()
+    np.testing.assert_allclose(users, model.user_vectors(tf.range(len(rows))).numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(users, rows / np.linalg.norm(rows, axis=1, keepdims=True), atol=1e-3)
