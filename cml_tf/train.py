@@ -35,9 +35,9 @@ flags.DEFINE_enum(
     sorted(PRESETS),
     "Starting point for every other flag: paper (the paper's settings), original (the samplers as the original "
     "code runs them: uncapped stage 2 on a never-refreshed table, batch-distinct popular negatives, no GOR), "
-    "collmetric / collmetric_f (CollMetric's CML.py), accurate (the most accurate found within 10 minutes of "
-    "training on a 2-core CPU: --loss=softmax over the 2stage candidates, --temperature=0.5, --epochs=50). Flags "
-    "given explicitly override the preset; give it once. Recorded in config.json.",
+    "collmetric / collmetric_f (CollMetric's CML.py), accurate (the most accurate found: --loss=softmax over the "
+    "2stage candidates, --epochs=50, τ picked on validation by --temperature_probe=0.5,0.2). Flags given explicitly "
+    "override the preset; give it once. Recorded in config.json.",
 )
 flags.DEFINE_string(
     "model",

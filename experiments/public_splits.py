@@ -354,10 +354,15 @@ def _number(value, fmt: str) -> str:
 
 
 def _label(method: str, row: dict) -> str:
-    if method in CML_METHODS:
-        return CML_METHODS[method][0]
-    label = BASELINE_METHODS.get(method, method)
     params = json.loads(row["params"]) if isinstance(row.get("params"), str) and row["params"] else {}
+    if method in CML_METHODS:
+        label = CML_METHODS[method][0]
+        if "temperature_chosen" in params:  # the preset's temperature probe
+            return f"{label} (τ = {params['temperature_chosen']:g} picked on valid)"
+        if params.get("preset") == "accurate":  # a row from before the preset probed τ
+            return f"{label} (τ = 0.5, before the probe)"
+        return label
+    label = BASELINE_METHODS.get(method, method)
     shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
     return f"{label} ({shown})" if shown else label
 

@@ -8,9 +8,28 @@ import subprocess
 import sys
 import time
 
+from cml_tf.training.config import Config
 from cml_tf.training.outputs import read_metrics_csv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: a synthetic data set small enough to train in seconds
+TINY = {"num_users": 300, "num_items": 500, "num_interactions": 6000}
+
+
+def tiny_config(**kw) -> Config:
+    """A run on `TINY` in seconds: 60 steps of 64 pairs validated every 20 (the fields given override)."""
+    values = dict(
+        dataset="synthetic",
+        dataset_options=TINY,
+        batch_size=64,
+        num_candidates=200,
+        max_steps=60,
+        eval_every=20,
+        steps_per_execution=10,
+        learning_rate=1e-3,
+    )
+    values.update(kw)
+    return Config(**values)
 
 
 def run_command(module, *args, timeout=300, cwd=ROOT, env=None, pythonpath=None, user_env=False):

@@ -468,22 +468,29 @@ def test_train_step_takes_the_fused_softmax_only_where_it_is_exact():
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
 
 
+def _fused_like_generic(model, data) -> list:
+    """Asserts that the fused softmax step of ``model`` on ``data`` gives the generic taped path's loss and gradients
+    (every trainable variable); returns the fused gradients."""
+    assert model._fused_softmax(data)
+    gradients, terms = model._fused_softmax_gradients(data)
+    with tf.GradientTape() as tape:
+        generic = model.compute_softmax_losses(data)["total"]
+    expected = tape.gradient(generic, model.trainable_variables)
+    assert terms["total"].numpy() == pytest.approx(generic.numpy(), rel=1e-5)
+    for got, want in zip(gradients, expected, strict=True):
+        np.testing.assert_allclose(
+            tf.convert_to_tensor(got).numpy(), tf.convert_to_tensor(want).numpy(), rtol=1e-4, atol=1e-6
+        )
+    return gradients
+
+
 def test_fused_softmax_learns_the_temperature_like_the_generic_path():
     lq = np.linspace(-2.0, -0.5, N_ITEMS)
     data = _softmax_data(
         [0, 1, 1], [2, 3, 5], [1, 3, 4, 7], np.array([[0] * 4, [0, 1, 0, 0], [0, 1, 0, 0]], bool), None, lq
     )
     fused = _model(loss="softmax", temperature=0.3, learn_temperature=True, lr=0.1, seed=1)
-    assert fused._fused_softmax(data)
-    gradients, terms = fused._fused_softmax_gradients(data)
-    with tf.GradientTape() as tape:
-        generic = fused.compute_softmax_losses(data)["total"]
-    expected = tape.gradient(generic, fused.trainable_variables)
-    assert terms["total"].numpy() == pytest.approx(generic.numpy(), rel=1e-5)
-    for got, want in zip(gradients, expected):
-        np.testing.assert_allclose(
-            tf.convert_to_tensor(got).numpy(), tf.convert_to_tensor(want).numpy(), rtol=1e-4, atol=1e-6
-        )
+    gradients = _fused_like_generic(fused, data)
     index = [id(v) for v in fused.trainable_variables].index(id(fused.log_temperature))
     assert abs(float(gradients[index])) > 0  # the comparison above is not vacuous for log τ
 
@@ -560,15 +567,7 @@ def test_user_tower_fused_softmax_step_matches_the_generic_path():
     model = _model(
         loss="softmax", temperature=0.5, init_stddev=0.5, seed=1, user_history=_tiny_train(), user_history_weight=0.5
     )
-    assert model._fused_softmax(data)
-    gradients, terms = model._fused_softmax_gradients(data)
-    with tf.GradientTape() as tape:
-        generic = model.compute_softmax_losses(data)["total"]
-    expected = tape.gradient(generic, model.trainable_variables)
-    assert terms["total"].numpy() == pytest.approx(generic.numpy(), rel=1e-5)
-    for got, want in zip(gradients, expected):
-        got, want = tf.convert_to_tensor(got).numpy(), tf.convert_to_tensor(want).numpy()
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    gradients = _fused_like_generic(model, data)
     # the history items get gradient: item rows outside the batch's positives and pool move too
     g_items = tf.convert_to_tensor(gradients[1]).numpy()
     ids, valid = model.history_ids.numpy()[[0, 1, 6]], model.history_valid.numpy()[[0, 1, 6]]

@@ -200,6 +200,12 @@ def test_a_training_budget_reaches_the_runs_and_names_their_directories(tmp_path
     assert public_splits.budget_tag(no_budget) == "epochs5"
     assert public_splits._chosen({"temperature_probe": {"chosen": 0.2}}) == {"temperature_chosen": 0.2}
     assert public_splits._chosen({}) == {}
+    # the table tells a row whose τ was picked from one of the preset before its probe
+    picked = {"params": json.dumps({"preset": "accurate", "temperature_chosen": 0.2})}
+    assert public_splits._label("accurate", picked) == "CML --preset=accurate (τ = 0.2 picked on valid)"
+    before = {"params": json.dumps({"preset": "accurate", "embedding_dim": 64})}
+    assert public_splits._label("accurate-d64", before) == "CML --preset=accurate (τ = 0.5, before the probe)"
+    assert public_splits._label("uniform", {"params": json.dumps({"sampler": "uniform"})}) == "CML uniform"
 
 
 def test_published_rows_live_in_one_place_with_a_source_each():

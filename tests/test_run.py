@@ -8,35 +8,21 @@ import logging
 import os
 
 import pytest
+from helpers import tiny_config
 
 from cml_tf import training
 from cml_tf.training.config import Config
 from cml_tf.training.outputs import read_metrics_csv
 from cml_tf.training.run import PROBE_DIR, probe_steps
 
-TINY = {"num_users": 300, "num_items": 500, "num_interactions": 6000}
-
 
 def probe_config(**kw) -> Config:
-    """The sampled softmax on a tiny synthetic set: 60 steps validated every 20, a probe of 40 steps (at 64 pairs a
+    """The sampled softmax on the tiny synthetic set: 60 steps validated every 20, a probe of 40 steps (at 64 pairs a
     step, one epoch is about 63 steps: 0.6 epochs round to two periods). τ = 0.05 learns far slower here than
     τ = 0.5 (validation NDCG@50 .062 against .092 at step 40), so the probe must choose the second value."""
-    values = dict(
-        dataset="synthetic",
-        dataset_options=TINY,
-        sampler="2stage",
-        loss="softmax",
-        batch_size=64,
-        num_candidates=200,
-        max_steps=60,
-        eval_every=20,
-        steps_per_execution=10,
-        learning_rate=1e-3,
-        temperature_probe=(0.05, 0.5),
-        temperature_probe_epochs=0.6,
-    )
+    values = dict(sampler="2stage", loss="softmax", temperature_probe=(0.05, 0.5), temperature_probe_epochs=0.6)
     values.update(kw)
-    return Config(**values)
+    return tiny_config(**values)
 
 
 def _probe_results(model_dir, tau) -> dict:

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import ROOT, kill_training, run_command
+from helpers import ROOT, kill_training, run_command, tiny_config
 
 from cml_tf import training
 from cml_tf.data import loaders
@@ -18,23 +18,6 @@ from cml_tf.training.config import PRESETS, Config
 from cml_tf.training.data import TooLittleData, load_data, split_data
 from cml_tf.training.outputs import RunError, read_metrics_csv
 from cml_tf.training.run import Schedule
-
-TINY = {"num_users": 300, "num_items": 500, "num_interactions": 6000}
-
-
-def tiny_config(**kw) -> Config:
-    values = dict(
-        dataset="synthetic",
-        dataset_options=TINY,
-        batch_size=64,
-        num_candidates=200,
-        max_steps=60,
-        eval_every=20,
-        steps_per_execution=10,
-        learning_rate=1e-3,
-    )
-    values.update(kw)
-    return Config(**values)
 
 
 def run_cli(*args, timeout=300, env=None):
