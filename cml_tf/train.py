@@ -19,13 +19,14 @@ import sys
 from absl import app, flags
 
 # data_flags defines --dataset, --data_path and the filter flags
-from cml_tf.cli import console, data_flags
+from cml_tf.cli import console, data_flags, parse
 from cml_tf.cli.help import grouped_help
 from cml_tf.cli.model_dir import default_model_dir
 from cml_tf.data.interactions import DataError
 from cml_tf.data.loaders.filters import NothingLeft
 from cml_tf.messages import use_flag_names
-from cml_tf.training.config import GIVEN_SPLIT_DATASETS, MODEL_NAMES, PRESETS, REFRESH_NEVER, Config, unused_fields
+from cml_tf.training.config import GIVEN_SPLIT_DATASETS, MODEL_NAMES, PRESETS, Config
+from cml_tf.training.unused import unused_fields
 
 _D = Config()
 
@@ -271,8 +272,7 @@ FLAGS = flags.FLAGS
 log = logging.getLogger("cml_tf")
 
 # flag name -> Config field, for the flags that map one to one.
-# flags parsed from text: stage2_weight_cap ('none' = uncapped), stage2_refresh_every ('never'), temperature_probe
-# (a comma-separated list; 'none' = off)
+# flags parsed from text (`cml_tf.cli.parse`)
 _PARSED_FLAGS = ("stage2_weight_cap", "stage2_refresh_every", "temperature_probe")
 _CONFIG_FLAGS = [
     f.name for f in dataclasses.fields(Config) if f.name not in ("preset", "dataset_options", *_PARSED_FLAGS)
@@ -281,7 +281,7 @@ _CONFIG_FLAGS = [
 
 def _ignored_flag(config: Config, flag_values) -> str | None:
     """A message for the first explicitly given flag that the run of ``config`` does not read
-    (`cml_tf.training.config.unused_fields`, the rule that also saves those fields as None), else None."""
+    (`cml_tf.training.unused.unused_fields`, the rule that also saves those fields as None), else None."""
     unused = unused_fields(config)
     for name in (*_CONFIG_FLAGS, *_PARSED_FLAGS):
         if name in unused and name in flag_values and flag_values[name].present:
@@ -306,11 +306,11 @@ def config_from_flags(flag_values=FLAGS) -> Config:
     if name in GIVEN_SPLIT_DATASETS and not flag_values["split"].present:
         values["split"] = "given"  # their files are the split
     if flag_values["stage2_weight_cap"].present:
-        values["stage2_weight_cap"] = _parse_weight_cap(flag_values.stage2_weight_cap)
+        values["stage2_weight_cap"] = parse.weight_cap(flag_values.stage2_weight_cap)
     if flag_values["stage2_refresh_every"].present:
-        values["stage2_refresh_every"] = _parse_refresh(flag_values.stage2_refresh_every)
+        values["stage2_refresh_every"] = parse.refresh_every(flag_values.stage2_refresh_every)
     if flag_values["temperature_probe"].present:
-        values["temperature_probe"] = _parse_temperatures(flag_values.temperature_probe)
+        values["temperature_probe"] = parse.temperatures(flag_values.temperature_probe)
         if values["temperature_probe"] and flag_values["temperature"].present:
             raise ValueError(
                 "--temperature and --temperature_probe: give one (the probe chooses --temperature among its values)"
@@ -321,39 +321,6 @@ def config_from_flags(flag_values=FLAGS) -> Config:
     if ignored:
         raise ValueError(ignored)
     return config
-
-
-def _parse_weight_cap(text: str) -> float | None:
-    text = text.strip().lower()
-    if text in ("none", "inf", "infinity"):
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"--stage2_weight_cap: expected a number >= 1 or 'none', got {text!r}") from None
-
-
-def _parse_refresh(text: str) -> int:
-    text = text.strip().lower()
-    if text == "never":
-        return REFRESH_NEVER
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(f"--stage2_refresh_every: expected an integer >= 0 or 'never', got {text!r}") from None
-    if value < 0:
-        raise ValueError(f"--stage2_refresh_every: expected an integer >= 0 or 'never', got {value}")
-    return value
-
-
-def _parse_temperatures(text: str) -> tuple[float, ...]:
-    text = text.strip().lower()
-    if text in ("", "none"):
-        return ()
-    try:
-        return tuple(float(t) for t in text.split(","))
-    except ValueError:
-        raise ValueError(f"--temperature_probe: expected comma-separated numbers or 'none', got {text!r}") from None
 
 
 def _error(message) -> int:

@@ -14,7 +14,8 @@ from helpers import ROOT
 
 from cml_tf.data import loaders
 from cml_tf.messages import use_flag_names
-from cml_tf.training.config import PRESETS, Config, config_differences, unused_fields
+from cml_tf.training.config import PRESETS, Config, config_differences
+from cml_tf.training.unused import unused_fields
 
 
 @pytest.fixture(autouse=True)

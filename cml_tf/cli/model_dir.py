@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import re
 
-from cml_tf.training.config import Config, unused_fields
+from cml_tf.training.config import Config
+from cml_tf.training.unused import unused_fields
 
 
 def default_model_dir(config: Config, preset: str = "paper") -> str:

@@ -4,9 +4,10 @@ Flags live only in the command modules (`cml_tf.train`); they build a `Config`. 
 runners build one directly: ``Config(dataset="citeulike", data_path=..., sampler="uniform", batch_size=4096)``, or
 from a preset, the fields given overriding it: ``Config(preset="accurate", dataset="citeulike", epochs=25)``.
 
-One rule for the fields a run does not read (`unused_fields`: ``hinge`` with the softmax, ``temperature`` with the
-hinge, ``dns_k`` without ``sampler='dns'``, ...): the commands refuse such a flag given explicitly, and
-``config.json`` holds None for them (`Config.to_dict`); `Config.resolved` sets them back to their defaults.
+One rule for the fields a run does not read (`cml_tf.training.unused.unused_fields`: ``hinge`` with the softmax,
+``temperature`` with the hinge, ``dns_k`` without ``sampler='dns'``, ...): the commands refuse such a flag given
+explicitly, and ``config.json`` holds None for them (`Config.to_dict`); `Config.resolved` sets them back to their
+defaults.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from cml_tf.messages import wording
 from cml_tf.training.presets import PRESETS, REFRESH_NEVER
+from cml_tf.training.unused import MODEL_FIELDS, unused_fields
 
 # Paper defaults (Tran et al. 2019, section 5): d=128, α=1, Adam lr 1e-4, C=2000, β=1, λ_g by |N_ij|.
 PAPER_GOR_WEIGHT = {1: 0.01, 2: 0.01}
@@ -50,95 +52,14 @@ def default_hinge(sampler: str, num_negatives: int) -> str:
 
 #: --model names (classes in `cml_tf.models`)
 MODEL_NAMES = ("cml", "lrml", "transcf", "attcml", "hlr")
-#: Config fields that only some models read: field -> the models that read it
-MODEL_FIELDS = {
-    "num_memories": ("lrml", "hlr"),
-    "max_num_prefs": ("attcml", "hlr"),
-    "transcf_neighbour_weight": ("transcf",),
-    "transcf_distance_weight": ("transcf",),
-}
 SPLITS = ("kfold", "original", "fo", "given")
 #: test protocols (`cml_tf.data.splits.Split.excluded_at_test`): what is masked from the test ranking
 PROTOCOLS = ("cml", "reference")
 #: data sets whose files are a given split
 GIVEN_SPLIT_DATASETS = ("lightgcn", "recbole")
 SAMPLERS = ("uniform", "popular", "2stage", "side_info", "dns", "in_batch")
-#: CML+F's settings, read only with ``features``
-FEATURE_FIELDS = ("feature_min_count", "feature_l2_reg", "feature_scale", "feature_dropout", "feature_hidden_dim")
 #: fields that record, but do not change, a run: not compared when a run directory is resumed
 RECORD_FIELDS = ("data_path", "preset")
-
-
-def unused_fields(config: Config) -> dict[str, str]:
-    """The fields the run of ``config`` does not read, each with why (``field -> "does not apply to ..."``).
-
-    Decided only by ``model``, ``split``, ``sampler``, ``loss``, ``geometry`` and ``features``, which are always read.
-    The commands refuse these fields given as flags (``--hinge does not apply to --loss=softmax ...``), and
-    ``config.json`` holds None for them.
-    """
-    why: dict[str, str] = {}
-
-    def unused(names, reason):
-        for name in names:
-            why.setdefault(name, reason)
-
-    for name, models in MODEL_FIELDS.items():
-        if config.model not in models:
-            unused(
-                [name],
-                f"does not apply to --model={config.model} (only {' and '.join(f'--model={m}' for m in models)})",
-            )
-    if config.split != "fo":
-        unused(["test_fraction"], f"does not apply to --split={config.split} (only fo)")
-    if config.split == "fo":
-        unused(["num_folds", "fold"], "does not apply to --split=fo (one random split of the interactions)")
-    if config.split == "given":
-        unused(["num_folds", "fold"], "does not apply to --split=given (the split is read from its files)")
-    else:
-        unused(["train_path", "valid_path", "test_path"], f"does not apply to --split={config.split} (only given)")
-    if config.split == "original":
-        unused(
-            ["num_folds", "fold", "valid_fraction"],
-            "does not apply to --split=original (CollMetric's fixed 3:1:1 split); drop it, or use --split=kfold",
-        )
-    stage2 = [f.name for f in dataclasses.fields(Config) if f.name.startswith("stage2_")]
-    if config.sampler != "2stage":
-        unused(
-            ["num_candidates", *stage2],
-            f"does not apply to --sampler={config.sampler} (only 2stage has stage-1 candidates)",
-        )
-    if config.loss != "softmax":
-        unused(
-            ["temperature", "learn_temperature", "softmax_in_batch", "temperature_probe", "temperature_probe_epochs"],
-            f"does not apply to --loss={config.loss} (only softmax)",
-        )
-    if not config.temperature_probe:
-        unused(["temperature_probe_epochs"], "does not apply without --temperature_probe")
-    if config.loss == "softmax":
-        unused(["hinge", *stage2], "does not apply to --loss=softmax (the softmax reads the whole stage-1 pool)")
-        unused(["margin"], "does not apply to --loss=softmax (the margin α is the hinge's)")
-        if config.sampler in ("2stage", "in_batch"):
-            pool = "the stage-1 candidates" if config.sampler == "2stage" else "the batch's positives"
-            unused(
-                ["num_negatives"],
-                f"does not apply to --loss=softmax with --sampler={config.sampler} (the pool of negatives is {pool})",
-            )
-    if config.sampler != "dns":
-        unused(["dns_k"], f"does not apply to --sampler={config.sampler} (only dns)")
-    if not config.user_history_weight:
-        unused(["user_history_size"], "does not apply without --user_history_weight (the user tower)")
-    if config.sampler != "popular":
-        unused(["batch_distinct_negatives"], f"does not apply to --sampler={config.sampler} (only popular)")
-    if config.sampler not in ("popular", "2stage"):
-        unused(
-            ["beta", "popularity_smoothing", "popularity_uniform_mix"],
-            f"does not apply to --sampler={config.sampler} (only popular and 2stage weigh items by popularity)",
-        )
-    if config.features is None:
-        unused(FEATURE_FIELDS, "does not apply without --features (CML+F)")
-        if config.geometry == "sphere":
-            unused(["clip_norm"], "does not apply to --geometry=sphere without --features (only the ball and CML+F)")
-    return why
 
 
 @dataclasses.dataclass(frozen=True)
