@@ -4,10 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from cml_tf.training.config import Config
 
 #: Config fields that only some models read: field -> the models that read it
 MODEL_FIELDS = {
@@ -20,8 +16,9 @@ MODEL_FIELDS = {
 FEATURE_FIELDS = ("feature_min_count", "feature_l2_reg", "feature_scale", "feature_dropout", "feature_hidden_dim")
 
 
-def unused_fields(config: Config) -> dict[str, str]:
-    """The fields the run of ``config`` does not read, each with why (``field -> "does not apply to ..."``).
+def unused_fields(config) -> dict[str, str]:
+    """The fields the run of ``config`` (a `cml_tf.training.config.Config`, which imports this module) does not read,
+    each with why (``field -> "does not apply to ..."``).
 
     Decided by ``model``, ``split``, ``sampler``, ``loss``, ``geometry`` and ``features``, which are always read, and
     by ``temperature_probe`` and ``user_history_weight``, which switch on their companion fields.
