@@ -228,7 +228,7 @@ def probe_temperature(
     Raises:
         ValueError: the split has no validation pairs; RunError: ``model_dir`` holds another run.
     """
-    interactions, split = data
+    split = data[1]
     if not split.valid.nnz:
         raise ValueError("--temperature_probe chooses τ on validation, and this split has none (--valid_fraction=0)")
     pairs = split.train.nnz
