@@ -126,3 +126,18 @@ def test_a_probe_needs_validation_pairs_and_touches_nothing_without(tmp_path):
     with pytest.raises(ValueError, match="chooses τ on validation, and this split has none"):
         training.train(probe_config(valid_fraction=0.0), str(tmp_path / "run"), verbose=0)
     assert not os.path.exists(tmp_path / "run")
+
+
+def test_ctrl_c_during_the_probe_says_the_probes_are_kept(tmp_path):
+    from cml_tf.training.outputs import interrupted_message
+
+    model_dir = tmp_path / "run"
+    assert interrupted_message(str(model_dir)).startswith("interrupted before the first checkpoint: nothing was saved")
+    (model_dir / PROBE_DIR / "tau-0.5").mkdir(parents=True)
+    (model_dir / PROBE_DIR / "tau-0.2").mkdir()  # the probe being trained, before its first checkpoint
+    assert interrupted_message(str(model_dir)).startswith("interrupted before the first checkpoint")
+    (model_dir / PROBE_DIR / "tau-0.5" / "results.json").write_text("{}")  # one probe finished
+    assert interrupted_message(str(model_dir)) == (
+        f"interrupted during the temperature probe: run the same command to go on in {model_dir} (the probes trained "
+        "so far are kept)"
+    )

@@ -244,6 +244,12 @@ def interrupted_message(model_dir: str) -> str:
         return f"interrupted: run the same command to resume {model_dir} from its last checkpoint (step {step})"
     if os.path.exists(os.path.join(model_dir, "results.json")):
         return f"interrupted: {model_dir} holds a finished run"
+    probes = os.path.join(model_dir, "temperature_probe")
+    if os.path.isdir(probes) and any(run_started(os.path.join(probes, p)) for p in os.listdir(probes)):
+        return (
+            f"interrupted during the temperature probe: run the same command to go on in {model_dir} (the probes "
+            "trained so far are kept)"
+        )
     return (
         f"interrupted before the first checkpoint: nothing was saved; run the same command to start {model_dir} again"
     )
